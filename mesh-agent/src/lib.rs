@@ -1,0 +1,11 @@
+//! mesh-agent: the daemon and the operator CLI over one library.
+pub mod admin;
+pub mod bpf;
+pub mod cgroup;
+pub mod config;
+pub mod daemon;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod records;
+pub mod state;

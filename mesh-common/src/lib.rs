@@ -1,0 +1,187 @@
+//! Types shared between the kernel programs (`mesh-ebpf`) and user space
+//! (`mesh-agent`). Everything here is `#[repr(C)]`, has no implicit padding
+//! and is versioned through [`LAYOUT_VERSION`], which is part of the bpffs pin
+//! path: a daemon with a different layout never reuses incompatible maps.
+#![no_std]
+
+/// Bumped whenever a map key or value below changes shape or meaning.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// How many cgroup levels below the attach cgroup the kernel programs search
+/// for a governing (tagged) ancestor. Deeper cgroups are still governed
+/// through their ancestors within this window.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+
+/// SO_MARK set by the daemon on its upstream sockets: the second guard (after
+/// not living in a governed cgroup) against redirecting the daemon to itself.
+pub const MESH_SOCKET_MARK: u32 = 0x6d65_7368; // "mesh"
+
+/// Longest agent name, in bytes.
+pub const AGENT_NAME_MAX: usize = 56;
+
+/// Map names: the ELF symbol names and the pin file names under
+/// `<bpffs_dir>/v<LAYOUT_VERSION>/`.
+pub mod map_names {
+    pub const TAGS: &str = "MESH_TAGS";
+    pub const CONFIG: &str = "MESH_CONFIG";
+    pub const SOCKS: &str = "MESH_SOCKS";
+    pub const PEERS: &str = "MESH_PEERS";
+    pub const COUNTERS: &str = "MESH_COUNTERS";
+    pub const EVENTS: &str = "MESH_EVENTS";
+}
+
+/// Program names (the Rust function names in mesh-ebpf).
+pub mod program_names {
+    pub const CONNECT4: &str = "mesh_connect4";
+    pub const CONNECT6: &str = "mesh_connect6";
+    pub const SOCK_OPS: &str = "mesh_sock_ops";
+    pub const SKB_INGRESS: &str = "mesh_skb_ingress";
+    pub const SKB_EGRESS: &str = "mesh_skb_egress";
+}
+
+/// `CgroupTag::flags` bit: the cgroup (and its subtree) is quarantined.
+pub const TAG_QUARANTINED: u32 = 1;
+
+/// Value of `MESH_TAGS`, keyed by cgroup id (the cgroup directory's inode).
+/// Tagging a cgroup governs its whole subtree; the nearest tagged ancestor
+/// names the agent, and any quarantined ancestor quarantines.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CgroupTag {
+    pub agent_id: u32,
+    pub flags: u32,
+    /// The agent's name, NUL padded. Kept in the pinned map so that a
+    /// restarted daemon recovers names without any other state.
+    pub agent_name: [u8; AGENT_NAME_MAX],
+}
+
+impl CgroupTag {
+    pub fn quarantined(&self) -> bool {
+        self.flags & TAG_QUARANTINED != 0
+    }
+}
+
+/// An address as the kernel's socket contexts hold it: 16 bytes in network
+/// byte order, IPv4 stored IPv4-mapped (`::ffff:a.b.c.d`) so that an AF_INET
+/// socket and an AF_INET6 socket talking IPv4 produce the same key.
+pub type Ip6Words = [u32; 4];
+
+/// Key of `MESH_PEERS`: the client end of a redirected connection as the
+/// daemon sees it in `accept()` (its peer address).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub addr: Ip6Words,
+    /// Host byte order.
+    pub port: u32,
+}
+
+/// Where a governed connection meant to go, and who opened it. Written at
+/// connect() (keyed by socket cookie), moved to `MESH_PEERS` at
+/// TCP established (keyed by the client's address), read and removed by the
+/// daemon at accept().
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct OrigDst {
+    /// Original destination address (network byte order, IPv4 mapped).
+    pub addr: Ip6Words,
+    /// Original destination port, host byte order.
+    pub port: u16,
+    /// AF_INET or AF_INET6: the family of the socket that connected.
+    pub family: u16,
+    pub agent_id: u32,
+    /// The cgroup the process runs in.
+    pub cgroup_id: u64,
+    /// The tagged cgroup that governs it (itself or an ancestor).
+    pub governing_cgroup_id: u64,
+    pub tgid: u32,
+    pub uid: u32,
+}
+
+/// Single entry of `MESH_CONFIG`, written by the daemon before attaching.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// The IPv4 listener (network byte order), or 0 when there is none.
+    pub listen_v4: u32,
+    /// The IPv4 listener's port, host byte order; 0 when there is none.
+    pub listen_v4_port: u16,
+    /// The IPv6 listener's port, host byte order; 0 when there is none.
+    pub listen_v6_port: u16,
+    /// The IPv6 listener, network byte order.
+    pub listen_v6: Ip6Words,
+    /// Cgroup level of the attach cgroup: tags live at or below it.
+    pub attach_level: u32,
+    pub _pad: u32,
+}
+
+/// Value of the per-CPU `MESH_COUNTERS`, keyed by governing cgroup id.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCounters {
+    /// TCP connect() calls by governed processes.
+    pub connects: u64,
+    /// Of those, sent to the mesh listener.
+    pub redirected: u64,
+    /// connect() calls refused in the kernel (quarantine, no listener family).
+    pub refused: u64,
+    /// Bytes received by governed sockets (IP packet length).
+    pub bytes_in: u64,
+    /// Bytes sent by governed sockets (IP packet length).
+    pub bytes_out: u64,
+    /// Packets dropped by quarantine.
+    pub packets_dropped: u64,
+}
+
+/// `ConnectEvent::verdict` values.
+pub mod verdict {
+    pub const REDIRECTED: u32 = 1;
+    pub const REFUSED_QUARANTINE: u32 = 2;
+    pub const REFUSED_NO_LISTENER: u32 = 3;
+    pub const RECORD_FAILED: u32 = 4;
+}
+
+/// Sent over `MESH_EVENTS` (ring buffer) for connects the kernel refused or
+/// could not record; redirected connects reach the daemon through accept().
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ConnectEvent {
+    pub dst: OrigDst,
+    pub verdict: u32,
+    pub _pad: u32,
+}
+
+/// Stable 32-bit id of an agent name (FNV-1a). Deterministic, so a restarted
+/// daemon and the kernel agree without any allocation state; the daemon
+/// refuses a tag whose name collides with another agent's id.
+pub const fn agent_id(name: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        hash ^= name[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and
+    // have no implicit padding (checked by the size asserts below).
+    unsafe impl aya::Pod for super::CgroupTag {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::OrigDst {}
+    unsafe impl aya::Pod for super::MeshConfig {}
+    unsafe impl aya::Pod for super::CgroupCounters {}
+    unsafe impl aya::Pod for super::ConnectEvent {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<CgroupTag>() == 64);
+    assert!(core::mem::size_of::<PeerKey>() == 20);
+    assert!(core::mem::size_of::<OrigDst>() == 48);
+    assert!(core::mem::size_of::<MeshConfig>() == 32);
+    assert!(core::mem::size_of::<CgroupCounters>() == 48);
+    assert!(core::mem::size_of::<ConnectEvent>() == 56);
+};

@@ -1,0 +1,79 @@
+//! Is the current socket's cgroup governed, and by which tag?
+use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id};
+use aya_ebpf::bindings::__sk_buff;
+use mesh_common::{CgroupCounters, MAX_CGROUP_DEPTH, TAG_QUARANTINED};
+
+use crate::maps::{MESH_CONFIG, MESH_COUNTERS, MESH_TAGS};
+
+/// The nearest tagged ancestor (or the cgroup itself) and whether any tagged
+/// ancestor is quarantined.
+#[derive(Copy, Clone)]
+pub struct Governance {
+    pub governing_cgroup_id: u64,
+    pub agent_id: u32,
+    pub quarantined: bool,
+}
+
+#[inline(always)]
+fn attach_level() -> u32 {
+    match MESH_CONFIG.get(0) {
+        Some(cfg) => cfg.attach_level,
+        None => 0,
+    }
+}
+
+/// Walks the cgroup ancestry from the attach level down, with `ancestor`
+/// giving the id at a level (0 past the cgroup's own level).
+#[inline(always)]
+fn resolve(ancestor: impl Fn(i32) -> u64) -> Option<Governance> {
+    let start = attach_level();
+    let mut found: Option<Governance> = None;
+    let mut quarantined = false;
+    let mut i: u32 = 0;
+    while i < MAX_CGROUP_DEPTH {
+        let id = ancestor((start + i) as i32);
+        if id == 0 {
+            break;
+        }
+        // SAFETY: the value is only read, and copied out at once.
+        if let Some(tag) = unsafe { MESH_TAGS.get(&id) } {
+            quarantined |= tag.flags & TAG_QUARANTINED != 0;
+            found = Some(Governance {
+                governing_cgroup_id: id,
+                agent_id: tag.agent_id,
+                quarantined: false,
+            });
+        }
+        i += 1;
+    }
+    found.map(|g| Governance { quarantined, ..g })
+}
+
+/// Governance of the task calling into a socket syscall.
+#[inline(always)]
+pub fn current() -> Option<Governance> {
+    // SAFETY: the helper takes a level and returns an id, no pointers.
+    resolve(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) })
+}
+
+/// Governance of the socket that owns `skb`.
+#[inline(always)]
+pub fn of_skb(skb: *mut __sk_buff) -> Option<Governance> {
+    // SAFETY: skb is the program's context pointer.
+    resolve(|level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) })
+}
+
+/// Applies `update` to this CPU's counters of a governing cgroup, creating
+/// them on first use.
+#[inline(always)]
+pub fn count(governing_cgroup_id: u64, update: impl Fn(&mut CgroupCounters)) {
+    let mut ptr = MESH_COUNTERS.get_ptr_mut(&governing_cgroup_id);
+    if ptr.is_none() {
+        let _ = MESH_COUNTERS.insert(&governing_cgroup_id, &CgroupCounters::default(), 0);
+        ptr = MESH_COUNTERS.get_ptr_mut(&governing_cgroup_id);
+    }
+    if let Some(ptr) = ptr {
+        // SAFETY: per-CPU value; nothing else runs on this CPU's copy now.
+        update(unsafe { &mut *ptr });
+    }
+}

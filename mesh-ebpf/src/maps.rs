@@ -1,0 +1,33 @@
+//! Every map is pinned by name under `<bpffs_dir>/v<LAYOUT_VERSION>/`, so tags,
+//! quarantine and counters outlive the daemon and a restarted one reuses them.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
+};
+use mesh_common::{CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey};
+
+/// Governed cgroups: cgroup id -> agent and flags.
+#[map(name = "MESH_TAGS")]
+pub static MESH_TAGS: HashMap<u64, CgroupTag> = HashMap::pinned(16_384, 0);
+
+/// Redirect target and attach level, index 0.
+#[map(name = "MESH_CONFIG")]
+pub static MESH_CONFIG: Array<MeshConfig> = Array::pinned(1, 0);
+
+/// Socket cookie -> original destination, between connect() and established.
+/// LRU: a connect that never completes (daemon down) ages out.
+#[map(name = "MESH_SOCKS")]
+pub static MESH_SOCKS: LruHashMap<u64, OrigDst> = LruHashMap::pinned(65_536, 0);
+
+/// Client address -> original destination, between established and accept().
+#[map(name = "MESH_PEERS")]
+pub static MESH_PEERS: LruHashMap<PeerKey, OrigDst> = LruHashMap::pinned(65_536, 0);
+
+/// Governing cgroup id -> counters (per CPU: no atomics on the hot path).
+#[map(name = "MESH_COUNTERS")]
+pub static MESH_COUNTERS: PerCpuHashMap<u64, CgroupCounters> =
+    PerCpuHashMap::pinned(16_384, 0);
+
+/// Refused or unrecorded connects, for the daemon's connection records.
+#[map(name = "MESH_EVENTS")]
+pub static MESH_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
