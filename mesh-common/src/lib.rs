@@ -39,8 +39,13 @@ pub mod program_names {
     pub const SKB_EGRESS: &str = "mesh_skb_egress";
 }
 
-/// `CgroupTag::flags` bit: the cgroup (and its subtree) is quarantined.
+/// `CgroupTag::flags` bit: this cgroup (and its subtree) is quarantined.
 pub const TAG_QUARANTINED: u32 = 1;
+/// `CgroupTag::flags` bit: the whole agent is quarantined; cgroups tagged for
+/// the agent later inherit it.
+pub const TAG_AGENT_QUARANTINED: u32 = 2;
+/// Any of the quarantine bits.
+pub const QUARANTINE_MASK: u32 = TAG_QUARANTINED | TAG_AGENT_QUARANTINED;
 
 /// Value of `MESH_TAGS`, keyed by cgroup id (the cgroup directory's inode).
 /// Tagging a cgroup governs its whole subtree; the nearest tagged ancestor
@@ -57,7 +62,7 @@ pub struct CgroupTag {
 
 impl CgroupTag {
     pub fn quarantined(&self) -> bool {
-        self.flags & TAG_QUARANTINED != 0
+        self.flags & QUARANTINE_MASK != 0
     }
 }
 

@@ -1,7 +1,7 @@
 //! Is the current socket's cgroup governed, and by which tag?
 use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id};
 use aya_ebpf::bindings::__sk_buff;
-use mesh_common::{CgroupCounters, MAX_CGROUP_DEPTH, TAG_QUARANTINED};
+use mesh_common::{CgroupCounters, MAX_CGROUP_DEPTH, QUARANTINE_MASK};
 
 use crate::maps::{MESH_CONFIG, MESH_COUNTERS, MESH_TAGS};
 
@@ -37,7 +37,7 @@ fn resolve(ancestor: impl Fn(i32) -> u64) -> Option<Governance> {
         }
         // SAFETY: the value is only read, and copied out at once.
         if let Some(tag) = unsafe { MESH_TAGS.get(&id) } {
-            quarantined |= tag.flags & TAG_QUARANTINED != 0;
+            quarantined |= tag.flags & QUARANTINE_MASK != 0;
             found = Some(Governance {
                 governing_cgroup_id: id,
                 agent_id: tag.agent_id,

@@ -1,1 +1,56 @@
-fn main(){}
+//! `mesh-agent`: the daemon.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mesh_agent::{config::Config, daemon};
+
+#[derive(Parser)]
+#[command(name = "mesh-agent", version, about = "mesh: runtime governance for AI agents (daemon)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (foreground).
+    Run {
+        /// YAML config; embedded defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Detach the kernel programs and remove all pinned state (uninstall).
+    Cleanup {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run { config } => Config::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)?
+                    .block_on(daemon::run(config))
+            }),
+        Command::Cleanup { config } => Config::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| daemon::cleanup(&config)),
+    };
+    if let Err(e) = result {
+        eprintln!("mesh-agent: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,278 @@
-fn main(){}
+//! `meshctl`: the operator CLI, a client of the daemon's admin socket.
+//! Exit codes: 0 ok, 1 refused or failed, 2 usage error, 3 daemon unreachable.
+use std::{
+    ffi::CString,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mesh_agent::{
+    admin::{
+        api::{self, *},
+        client::{AdminClient, ClientError},
+    },
+    config::DEFAULT_ADMIN_SOCKET,
+    records::ConnectionRecord,
+};
+
+#[derive(Parser)]
+#[command(name = "meshctl", version, about = "mesh operator CLI")]
+struct Cli {
+    /// The daemon's admin socket.
+    #[arg(long, global = true, env = "MESH_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Agents, governed cgroups, kernel counters and quarantine state.
+    Status,
+    /// Run CMD as agent NAME in a fresh governed cgroup; exits with CMD's code.
+    Exec {
+        #[arg(long)]
+        agent: String,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Govern a cgroup (and its subtree) as an agent.
+    Tag {
+        cgroup: String,
+        #[arg(long)]
+        agent: String,
+    },
+    /// Stop governing a cgroup.
+    Untag { cgroup: String },
+    /// Refuse new connects and stop traffic of an agent or a cgroup, in the kernel.
+    Quarantine { target: String },
+    /// Lift a quarantine.
+    Release { target: String },
+    /// Connection records.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The most recent connection records.
+    Tail {
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+    },
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshctl: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshctl: {e}");
+            ExitCode::from(match e {
+                ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
+                _ => EXIT_FAILED,
+            })
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("meshctl: {e}"),
+    }
+}
+
+async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
+    let client = AdminClient::new(&cli.socket);
+    let json = cli.output == Output::Json;
+    match &cli.command {
+        Command::Status => {
+            let s: StatusResponse = client.get(api::STATUS).await?;
+            if json {
+                print_json(&s);
+            } else {
+                print_status(&s);
+            }
+        }
+        Command::Tag { cgroup, agent } => {
+            let r: CgroupResponse =
+                client.post(api::TAG, &TagRequest { cgroup: cgroup.clone(), agent: agent.clone() }).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("tagged {} (id {}) as agent {agent}", r.cgroup, r.cgroup_id);
+            }
+        }
+        Command::Untag { cgroup } => {
+            let r: CgroupResponse = client.post(api::UNTAG, &CgroupRequest { cgroup: cgroup.clone() }).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("untagged {}", r.cgroup);
+            }
+        }
+        Command::Quarantine { target } | Command::Release { target } => {
+            let (path, verb) = match cli.command {
+                Command::Quarantine { .. } => (api::QUARANTINE, "quarantined"),
+                _ => (api::RELEASE, "released"),
+            };
+            let r: TargetResponse = client.post(path, &TargetRequest { target: target.clone() }).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("{verb} {} ({} cgroup{})", r.target, r.cgroups_changed, plural(r.cgroups_changed));
+            }
+        }
+        Command::Audit { command: AuditCommand::Tail { n } } => {
+            let r: RecordsResponse = client.get(&format!("{}?n={n}", api::RECORDS)).await?;
+            if json {
+                print_json(&r);
+            } else {
+                print_records(&r.records);
+            }
+        }
+        Command::Exec { agent, cmd } => return exec(&client, agent, cmd).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Creates a governed cgroup through the daemon, runs CMD inside it (placed
+/// before exec, so its first connect is already governed), then hands the
+/// cgroup back.
+async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitCode, ClientError> {
+    let r: CgroupResponse = client.post(api::EXEC, &ExecRequest { agent: agent.to_owned() }).await?;
+    let procs = CString::new(format!("{}/cgroup.procs", r.cgroup))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    // SAFETY: only async-signal-safe calls (open, write, close) between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let done: Result<CgroupResponse, _> =
+        client.post(api::EXEC_DONE, &CgroupRequest { cgroup: r.cgroup.clone() }).await;
+    if let Err(e) = done {
+        eprintln!("meshctl: warning: releasing cgroup {}: {e}", r.cgroup);
+    }
+    match status {
+        Ok(s) => Ok(match (s.code(), s.signal()) {
+            (Some(code), _) => ExitCode::from(code as u8),
+            (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+            _ => ExitCode::from(EXIT_FAILED),
+        }),
+        Err(e) => {
+            eprintln!("meshctl: cannot run {}: {e}", cmd[0]);
+            // Like a shell: 127 when the command is not found.
+            Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }))
+        }
+    }
+}
+
+fn print_status(s: &StatusResponse) {
+    println!("mesh-agent {}  listen {}  attach {}", s.version, s.listen.join(", "), s.attach_cgroup);
+    println!("active connections: {}   agents with policy: {}", s.active_connections, if s.policy_agents.is_empty() { "none".to_owned() } else { s.policy_agents.join(", ") });
+    println!();
+    if s.agents.is_empty() {
+        println!("no governed agents");
+        return;
+    }
+    println!(
+        "{:<20} {:<12} {:>7} {:>9} {:>10} {:>8} {:>12} {:>12}",
+        "AGENT", "STATE", "CGROUPS", "CONNECTS", "REDIRECTED", "REFUSED", "BYTES IN", "BYTES OUT"
+    );
+    for a in &s.agents {
+        let t = &a.totals;
+        println!(
+            "{:<20} {:<12} {:>7} {:>9} {:>10} {:>8} {:>12} {:>12}",
+            a.name,
+            if a.quarantined { "QUARANTINED" } else { "active" },
+            a.cgroups.len(),
+            t.connects,
+            t.redirected,
+            t.refused,
+            t.bytes_in,
+            t.bytes_out
+        );
+    }
+    println!();
+    println!("{:<20} {:<10} {:<12} {}", "AGENT", "CGROUP ID", "STATE", "CGROUP");
+    for a in &s.agents {
+        for c in &a.cgroups {
+            println!(
+                "{:<20} {:<10} {:<12} {}",
+                a.name,
+                c.id,
+                if c.quarantined { "QUARANTINED" } else { "active" },
+                c.path.as_deref().unwrap_or("(removed)")
+            );
+        }
+    }
+}
+
+fn print_records(records: &[ConnectionRecord]) {
+    if records.is_empty() {
+        println!("no connection records");
+        return;
+    }
+    println!(
+        "{:<6} {:<14} {:>7} {:<24} {:<24} {:>9} {:>9} {}",
+        "ID", "AGENT", "PID", "DESTINATION", "VERDICT", "UP", "DOWN", "WHY"
+    );
+    for r in records {
+        println!(
+            "{:<6} {:<14} {:>7} {:<24} {:<24} {:>9} {:>9} {}",
+            r.id,
+            r.agent.as_deref().unwrap_or("-"),
+            r.pid,
+            r.original_destination.as_deref().unwrap_or("-"),
+            format!("{:?}", r.verdict),
+            r.bytes_to_upstream,
+            r.bytes_to_client,
+            r.reason.as_deref().or(r.rule.as_deref()).unwrap_or("")
+        );
+    }
+}

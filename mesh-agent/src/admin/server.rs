@@ -1,0 +1,198 @@
+//! Admin API server.
+use std::{convert::Infallible, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::{net::UnixListener, sync::watch};
+
+use super::api::*;
+use crate::{
+    config::ADMIN_MAX_BODY_BYTES,
+    policy::PolicySet,
+    proxy::ActiveConnections,
+    records::RecordLog,
+    state::{Governor, StateError},
+};
+
+pub struct Admin {
+    pub governor: Arc<Governor>,
+    pub records: Arc<RecordLog>,
+    pub policy: Arc<PolicySet>,
+    pub listen: Vec<String>,
+    pub active: ActiveConnections,
+}
+
+/// Binds the socket: stale file removed, 0660, group `mesh-admin` when it
+/// exists (membership grants operator access).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = group_id("mesh-admin") {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let group = std::fs::read_to_string("/etc/group").ok()?;
+    group.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+pub async fn serve(listener: UnixListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.route(req, uid).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json(status, &ErrorBody { error: message.into() })
+}
+
+fn state_error(e: StateError) -> Reply {
+    let status = if e.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else if e.is_client_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    error(status, e.to_string())
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    let bytes = Limited::new(req.into_body(), ADMIN_MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+}
+
+impl Admin {
+    async fn route(&self, req: Request<Incoming>, uid: u32) -> Reply {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let method = req.method().clone();
+        tracing::debug!(%method, %path, uid, "admin request");
+        match (method, path.as_str()) {
+            (Method::GET, STATUS) => self.status(),
+            (Method::POST, TAG) => match body::<TagRequest>(req).await {
+                Ok(r) => match self.governor.tag(&r.cgroup, &r.agent) {
+                    Ok((p, id)) => json(StatusCode::OK, &CgroupResponse { cgroup: p.display().to_string(), cgroup_id: id }),
+                    Err(e) => state_error(e),
+                },
+                Err(reply) => reply,
+            },
+            (Method::POST, UNTAG) => match body::<CgroupRequest>(req).await {
+                Ok(r) => match self.governor.untag(&r.cgroup) {
+                    Ok(p) => json(StatusCode::OK, &CgroupResponse { cgroup: p.display().to_string(), cgroup_id: 0 }),
+                    Err(e) => state_error(e),
+                },
+                Err(reply) => reply,
+            },
+            (Method::POST, p @ (QUARANTINE | RELEASE)) => {
+                let on = p == QUARANTINE;
+                match body::<TargetRequest>(req).await {
+                    Ok(r) => match self.governor.set_quarantine(&r.target, on) {
+                        Ok(ids) => json(StatusCode::OK, &TargetResponse { target: r.target, cgroups_changed: ids.len() }),
+                        Err(e) => state_error(e),
+                    },
+                    Err(reply) => reply,
+                }
+            }
+            (Method::POST, EXEC) => match body::<ExecRequest>(req).await {
+                Ok(r) => match self.governor.create_exec_cgroup(&r.agent, uid) {
+                    Ok(p) => {
+                        let id = crate::cgroup::id_of(&p).unwrap_or(0);
+                        json(StatusCode::OK, &CgroupResponse { cgroup: p.display().to_string(), cgroup_id: id })
+                    }
+                    Err(e) => state_error(e),
+                },
+                Err(reply) => reply,
+            },
+            (Method::POST, EXEC_DONE) => match body::<CgroupRequest>(req).await {
+                Ok(r) => match self.governor.finish_exec_cgroup(&r.cgroup) {
+                    Ok(()) => json(StatusCode::OK, &CgroupResponse { cgroup: r.cgroup, cgroup_id: 0 }),
+                    Err(e) => state_error(e),
+                },
+                Err(reply) => reply,
+            },
+            (Method::GET, RECORDS) => {
+                let n = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("n="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(20usize);
+                json(StatusCode::OK, &RecordsResponse { records: self.records.tail(n) })
+            }
+            (_, p) => error(StatusCode::NOT_FOUND, format!("no such endpoint {p}")),
+        }
+    }
+
+    fn status(&self) -> Reply {
+        match self.governor.status() {
+            Ok(agents) => {
+                let layout = self.governor.layout();
+                json(
+                    StatusCode::OK,
+                    &StatusResponse {
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        listen: self.listen.clone(),
+                        attach_cgroup: layout.attach_cgroup.display().to_string(),
+                        parent_cgroup: layout.parent_cgroup.display().to_string(),
+                        policy_agents: self.policy.agents().map(str::to_owned).collect(),
+                        active_connections: self.active.count(),
+                        agents,
+                    },
+                )
+            }
+            Err(e) => state_error(e),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Reader of `MESH_EVENTS`: connects the kernel refused or could not record.
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+use mesh_common::{ConnectEvent, map_names::EVENTS};
+use tokio::io::unix::AsyncFd;
+
+use super::BpfError;
+
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl EventReader {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<EventReader, BpfError> {
+        let ring = ebpf
+            .take_map(EVENTS)
+            .ok_or(BpfError::MissingMap(EVENTS))?
+            .try_into()
+            .map_err(|source| BpfError::Map { name: EVENTS, source })?;
+        Ok(EventReader { ring })
+    }
+
+    /// Delivers every event to `sink` as it arrives, until the task is dropped.
+    pub async fn run(self, mut sink: impl FnMut(ConnectEvent)) -> std::io::Result<()> {
+        let mut fd = AsyncFd::with_interest(self.ring, tokio::io::Interest::READABLE)?;
+        loop {
+            let mut guard = fd.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if let Some(event) = decode(&item) {
+                    sink(event);
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<ConnectEvent> {
+    if bytes.len() < std::mem::size_of::<ConnectEvent>() {
+        return None;
+    }
+    // SAFETY: ConnectEvent is plain old data of exactly this size; the read
+    // is unaligned-safe.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectEvent>()) })
+}

@@ -1,0 +1,161 @@
+//! Typed handles over the shared maps, behind small traits so that the
+//! governance logic (`crate::state`) and the proxy are tested without root.
+use std::sync::Mutex;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuHashMap},
+};
+use mesh_common::{
+    CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey,
+    map_names::{CONFIG, COUNTERS, PEERS, TAGS},
+};
+
+use super::BpfError;
+
+/// Tags, quarantine flags and counters: the kernel's view of governance.
+pub trait GovernanceMaps: Send + Sync + 'static {
+    fn put_tag(&self, cgroup_id: u64, tag: &CgroupTag) -> Result<(), BpfError>;
+    fn delete_tag(&self, cgroup_id: u64) -> Result<(), BpfError>;
+    fn tags(&self) -> Result<Vec<(u64, CgroupTag)>, BpfError>;
+    /// Counters of a governing cgroup, summed over CPUs (zero when absent).
+    fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError>;
+    fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError>;
+}
+
+/// Original destinations recorded by the kernel for accepted connections.
+pub trait OrigDstSource: Send + Sync + 'static {
+    /// Takes (reads and removes) the record for a client address.
+    fn take(&self, peer: &PeerKey) -> Option<OrigDst>;
+}
+
+pub struct KernelMaps {
+    tags: Mutex<HashMap<MapData, u64, CgroupTag>>,
+    peers: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
+    counters: Mutex<PerCpuHashMap<MapData, u64, CgroupCounters>>,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |source| BpfError::Map { name, source }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a map handle cannot leave the kernel map torn.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl KernelMaps {
+    /// Takes the maps out of the loaded object and writes the config entry.
+    pub(super) fn take(ebpf: &mut Ebpf, config: &MeshConfig) -> Result<KernelMaps, BpfError> {
+        let mut cfg: Array<MapData, MeshConfig> = ebpf
+            .take_map(CONFIG)
+            .ok_or(BpfError::MissingMap(CONFIG))?
+            .try_into()
+            .map_err(map_err(CONFIG))?;
+        cfg.set(0, config, 0).map_err(map_err(CONFIG))?;
+        let tags = ebpf
+            .take_map(TAGS)
+            .ok_or(BpfError::MissingMap(TAGS))?
+            .try_into()
+            .map_err(map_err(TAGS))?;
+        let peers = ebpf
+            .take_map(PEERS)
+            .ok_or(BpfError::MissingMap(PEERS))?
+            .try_into()
+            .map_err(map_err(PEERS))?;
+        let counters = ebpf
+            .take_map(COUNTERS)
+            .ok_or(BpfError::MissingMap(COUNTERS))?
+            .try_into()
+            .map_err(map_err(COUNTERS))?;
+        Ok(KernelMaps {
+            tags: Mutex::new(tags),
+            peers: Mutex::new(peers),
+            counters: Mutex::new(counters),
+        })
+    }
+}
+
+impl GovernanceMaps for KernelMaps {
+    fn put_tag(&self, cgroup_id: u64, tag: &CgroupTag) -> Result<(), BpfError> {
+        lock(&self.tags).insert(cgroup_id, tag, 0).map_err(map_err(TAGS))
+    }
+
+    fn delete_tag(&self, cgroup_id: u64) -> Result<(), BpfError> {
+        match lock(&self.tags).remove(&cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(TAGS)(e)),
+        }
+    }
+
+    fn tags(&self) -> Result<Vec<(u64, CgroupTag)>, BpfError> {
+        lock(&self.tags).iter().map(|r| r.map_err(map_err(TAGS))).collect()
+    }
+
+    fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError> {
+        match lock(&self.counters).get(&cgroup_id, 0) {
+            Ok(per_cpu) => Ok(per_cpu.iter().fold(CgroupCounters::default(), |mut sum, c| {
+                sum.connects += c.connects;
+                sum.redirected += c.redirected;
+                sum.refused += c.refused;
+                sum.bytes_in += c.bytes_in;
+                sum.bytes_out += c.bytes_out;
+                sum.packets_dropped += c.packets_dropped;
+                sum
+            })),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(CgroupCounters::default()),
+            Err(e) => Err(map_err(COUNTERS)(e)),
+        }
+    }
+
+    fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError> {
+        match lock(&self.counters).remove(&cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(COUNTERS)(e)),
+        }
+    }
+}
+
+impl OrigDstSource for KernelMaps {
+    fn take(&self, peer: &PeerKey) -> Option<OrigDst> {
+        let mut peers = lock(&self.peers);
+        let orig = peers.get(peer, 0).ok()?;
+        let _ = peers.remove(peer);
+        Some(orig)
+    }
+}
+
+/// In-memory maps for unprivileged tests of the logic above the kernel.
+#[derive(Default)]
+pub struct MemoryMaps {
+    pub tags: Mutex<std::collections::HashMap<u64, CgroupTag>>,
+    pub counters: Mutex<std::collections::HashMap<u64, CgroupCounters>>,
+    pub peers: Mutex<std::collections::HashMap<PeerKey, OrigDst>>,
+}
+
+impl GovernanceMaps for MemoryMaps {
+    fn put_tag(&self, cgroup_id: u64, tag: &CgroupTag) -> Result<(), BpfError> {
+        lock(&self.tags).insert(cgroup_id, *tag);
+        Ok(())
+    }
+    fn delete_tag(&self, cgroup_id: u64) -> Result<(), BpfError> {
+        lock(&self.tags).remove(&cgroup_id);
+        Ok(())
+    }
+    fn tags(&self) -> Result<Vec<(u64, CgroupTag)>, BpfError> {
+        Ok(lock(&self.tags).iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError> {
+        Ok(lock(&self.counters).get(&cgroup_id).copied().unwrap_or_default())
+    }
+    fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError> {
+        lock(&self.counters).remove(&cgroup_id);
+        Ok(())
+    }
+}
+
+impl OrigDstSource for MemoryMaps {
+    fn take(&self, peer: &PeerKey) -> Option<OrigDst> {
+        lock(&self.peers).remove(peer)
+    }
+}

@@ -1,0 +1,210 @@
+//! Wires the parts together for `mesh-agent run`. Holds no logic of its own.
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
+use tracing::{info, warn};
+
+use crate::{
+    admin::server::{self as admin_server, Admin},
+    bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
+    cgroup,
+    config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY},
+    metrics::{self, Metrics},
+    policy::PolicySet,
+    proxy::{ActiveConnections, Proxy, addr::OrigDst},
+    records::{ConnectionRecord, RecordLog, Verdict, unix_ms},
+    state::{CgroupLayout, Governor},
+};
+
+/// Linux capability numbers (linux/capability.h).
+const REQUIRED_CAPABILITIES: [(u32, &str, &str); 3] = [
+    (39, "CAP_BPF", "load the kernel programs and use their maps"),
+    (12, "CAP_NET_ADMIN", "attach cgroup socket programs and mark upstream sockets"),
+    (21, "CAP_SYS_ADMIN", "mount bpffs, pin objects and manage cgroups"),
+];
+
+/// Names the capabilities the daemon lacks, from /proc/self/status.
+pub fn check_privileges() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .context("no CapEff in /proc/self/status")?;
+    let missing: Vec<String> = REQUIRED_CAPABILITIES
+        .iter()
+        .filter(|(bit, _, _)| cap_eff & (1u64 << bit) == 0)
+        .map(|(_, name, why)| format!("{name} (to {why})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "mesh-agent is missing capabilities: {}; run it as root or grant them (see deploy/mesh-agent.service)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    check_privileges()?;
+    let policy = load_policy(&config)?;
+
+    for dir in [&config.attach_cgroup, &config.parent_cgroup] {
+        cgroup::create(dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+    }
+    let loaded = bpf::load(&BpfSettings {
+        bpffs_dir: &config.bpffs_dir,
+        cgroup_root: &config.cgroup_root,
+        attach_cgroup: &config.attach_cgroup,
+        listen: &config.listen,
+    })
+    .context("setting up the kernel programs")?;
+    let maps = loaded.maps.clone();
+    let governor = Arc::new(Governor::new(
+        maps.clone() as Arc<dyn GovernanceMaps>,
+        CgroupLayout {
+            cgroup_root: config.cgroup_root.clone(),
+            attach_cgroup: config.attach_cgroup.clone(),
+            parent_cgroup: config.parent_cgroup.clone(),
+        },
+    )?);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new(Some(governor.clone())));
+    let records = Arc::new(RecordLog::new(RECORD_RING_CAPACITY));
+    let active = ActiveConnections::default();
+    let proxy = Arc::new(Proxy {
+        governor: governor.clone(),
+        orig_dst: maps.clone() as Arc<dyn OrigDstSource>,
+        policy: policy.clone(),
+        records: records.clone(),
+        metrics: metrics.clone(),
+        active: active.clone(),
+    });
+
+    let mut tasks = Vec::new();
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding listener {addr}"))?;
+        info!(%addr, "proxy listening");
+        tasks.push(tokio::spawn(proxy.clone().serve(listener, shutdown_rx.clone())));
+    }
+    let metrics_listener = metrics::bind(config.metrics)
+        .await
+        .with_context(|| format!("binding metrics {}", config.metrics))?;
+    info!(addr = %config.metrics, "metrics listening");
+    tasks.push(tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), shutdown_rx.clone())));
+    let admin_listener = admin_server::bind(&config.admin_socket)
+        .with_context(|| format!("binding admin socket {}", config.admin_socket.display()))?;
+    info!(socket = %config.admin_socket.display(), "admin API listening");
+    let admin = Arc::new(Admin {
+        governor: governor.clone(),
+        records: records.clone(),
+        policy: policy.clone(),
+        listen: config.listen.iter().map(|a| a.to_string()).collect(),
+        active: active.clone(),
+    });
+    tasks.push(tokio::spawn(admin_server::serve(admin_listener, admin, shutdown_rx.clone())));
+
+    let event_governor = governor.clone();
+    let event_records = records.clone();
+    let event_metrics = metrics.clone();
+    let events = tokio::spawn(loaded.events.run(move |ev| {
+        let agent = event_governor.agent_name(ev.dst.agent_id);
+        let reason = match ev.verdict {
+            mesh_common::verdict::REFUSED_QUARANTINE => "quarantined: connect refused in the kernel",
+            mesh_common::verdict::REFUSED_NO_LISTENER => "no mesh listener for this address family",
+            mesh_common::verdict::RECORD_FAILED => "could not record the original destination",
+            _ => "refused in the kernel",
+        };
+        event_metrics.record_connection(agent.as_deref(), Verdict::RefusedKernel);
+        event_records.push(ConnectionRecord {
+            id: event_records.next_id(),
+            start_unix_ms: unix_ms(std::time::SystemTime::now()),
+            agent: agent.map(|a| a.to_string()),
+            cgroup_id: ev.dst.cgroup_id,
+            governing_cgroup_id: ev.dst.governing_cgroup_id,
+            pid: ev.dst.tgid,
+            uid: ev.dst.uid,
+            client: None,
+            original_destination: Some(OrigDst::from_kernel(&ev.dst.addr, ev.dst.port).to_string()),
+            verdict: Verdict::RefusedKernel,
+            rule: Some("kernel".into()),
+            reason: Some(reason.into()),
+            bytes_to_upstream: 0,
+            bytes_to_client: 0,
+            duration_ms: 0,
+        });
+    }));
+    let logger = loaded.logger.map(|logger| {
+        tokio::spawn(async move {
+            let Ok(mut fd) = tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE)
+            else {
+                return;
+            };
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else { return };
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        })
+    });
+
+    metrics.ready.store(true, Ordering::Release);
+    info!("mesh-agent ready");
+
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: draining"),
+        _ = int.recv() => info!("SIGINT: draining"),
+    }
+    metrics.ready.store(false, Ordering::Release);
+    let _ = shutdown_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Listeners are closed: new governed connects are refused (fail closed)
+    // while connections in flight finish.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while active.count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if active.count() > 0 {
+        warn!(remaining = active.count(), "drain timeout; closing remaining connections");
+    }
+    events.abort();
+    if let Some(l) = logger {
+        l.abort();
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    info!("stopped; kernel state stays pinned (governed connects are refused until restart)");
+    Ok(())
+}
+
+fn load_policy(config: &Config) -> anyhow::Result<Arc<PolicySet>> {
+    if !config.policy_dir.exists() {
+        warn!(
+            policy_dir = %config.policy_dir.display(),
+            "policy directory missing: every governed agent is denied all egress"
+        );
+        return Ok(Arc::new(PolicySet::empty()));
+    }
+    match PolicySet::load_dir(&config.policy_dir) {
+        Ok(p) => {
+            info!(agents = p.agents().count(), dir = %config.policy_dir.display(), "policies loaded");
+            Ok(Arc::new(p))
+        }
+        Err(errors) => bail!("invalid policy:\n{errors}"),
+    }
+}
+
+/// `mesh-agent cleanup`: detach and unpin everything (uninstall).
+pub fn cleanup(config: &Config) -> anyhow::Result<()> {
+    check_privileges()?;
+    bpf::cleanup(&config.bpffs_dir).context("removing pinned state")?;
+    Ok(())
+}

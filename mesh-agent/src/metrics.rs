@@ -1,0 +1,211 @@
+//! Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness
+//! (`/readyz`). Kernel counters are read from the BPF maps at scrape time.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{records::Verdict, state::Governor};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub agent: String,
+    pub protocol: String,
+    pub decision: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new(governor: Option<Arc<Governor>>) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "mesh_requests",
+            "Requests (for opaque TCP: connections) by agent, protocol and decision",
+            requests.clone(),
+        );
+        if let Some(governor) = governor {
+            registry.register_collector(Box::new(CgroupCollector { governor }));
+        }
+        Metrics { registry, requests, ready: AtomicBool::new(false) }
+    }
+
+    pub fn record_connection(&self, agent: Option<&str>, verdict: Verdict) {
+        let decision = match verdict {
+            Verdict::Forwarded => "allow",
+            Verdict::RefusedPolicy | Verdict::RefusedKernel => "refuse",
+            Verdict::NoOriginalDestination | Verdict::UpstreamFailed => "error",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                agent: agent.unwrap_or("unknown").to_owned(),
+                protocol: "tcp".to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads per-cgroup counters from the kernel maps on each scrape and sums
+/// them per agent.
+struct CgroupCollector {
+    governor: Arc<Governor>,
+}
+
+impl std::fmt::Debug for CgroupCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgroupCollector")
+    }
+}
+
+impl Collector for CgroupCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let agents = match self.governor.status() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading kernel counters for /metrics");
+                return Ok(());
+            }
+        };
+        {
+            let mut m = encoder.encode_descriptor(
+                "mesh_cgroup_connects",
+                "TCP connects by governed processes, by kernel verdict",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for a in &agents {
+                for (verdict, v) in [("redirected", a.totals.redirected), ("refused", a.totals.refused)] {
+                    let labels = [("agent", a.name.as_str()), ("verdict", verdict)];
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "mesh_cgroup_bytes",
+                "Bytes sent and received by governed sockets (IP packet length)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for a in &agents {
+                for (direction, v) in [("in", a.totals.bytes_in), ("out", a.totals.bytes_out)] {
+                    let labels = [("agent", a.name.as_str()), ("direction", direction)];
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "mesh_cgroup_packets_dropped",
+                "Packets dropped in the kernel by quarantine",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for a in &agents {
+                let labels = [("agent", a.name.as_str())];
+                ConstCounter::new(a.totals.packets_dropped).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "mesh_quarantined",
+                "1 when any cgroup of the agent is quarantined",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for a in &agents {
+                let labels = [("agent", a.name.as_str())];
+                ConstGauge::new(i64::from(a.quarantined)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(route(&metrics, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    match req.uri().path() {
+        "/metrics" => match metrics.encode() {
+            Ok(body) => {
+                let mut r = text(StatusCode::OK, body);
+                if let Ok(v) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse() {
+                    r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+                }
+                r
+            }
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n".into()),
+        },
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            if metrics.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// Binds the metrics listener (kept separate so start-up fails early).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

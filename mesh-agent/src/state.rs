@@ -1,0 +1,504 @@
+//! Agents and governed cgroups: tagging, quarantine and the status view, over
+//! the kernel's maps (the source of truth, which survives daemon restarts).
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use mesh_common::{
+    AGENT_NAME_MAX, CgroupCounters, CgroupTag, QUARANTINE_MASK, TAG_AGENT_QUARANTINED, TAG_QUARANTINED,
+    agent_id,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    bpf::{BpfError, GovernanceMaps},
+    cgroup::{self, CgroupError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("invalid agent name {0:?}: use 1 to 56 characters of A-Z a-z 0-9 . _ -")]
+    BadAgentName(String),
+    #[error("agent name {name:?} collides with agent {other:?} (same id); choose another name")]
+    AgentIdCollision { name: String, other: String },
+    #[error("{0} is already governed by agent {1:?}; untag it first")]
+    AlreadyTagged(String, String),
+    #[error("{0} is not tagged")]
+    NotTagged(String),
+    #[error("{0} is not governed by any agent")]
+    NotGoverned(String),
+    #[error("no cgroup is tagged for agent {0:?}")]
+    UnknownAgent(String),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+impl StateError {
+    /// Whether the request named something that does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StateError::Cgroup(CgroupError::NotFound(_))
+                | StateError::NotTagged(_)
+                | StateError::NotGoverned(_)
+                | StateError::UnknownAgent(_)
+        )
+    }
+
+    /// Whether the request itself was wrong (as opposed to the daemon failing).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, StateError::Bpf(_) | StateError::Cgroup(CgroupError::Io { .. }))
+    }
+}
+
+pub fn validate_agent_name(name: &str) -> Result<(), StateError> {
+    let ok = !name.is_empty()
+        && name.len() <= AGENT_NAME_MAX
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(()) } else { Err(StateError::BadAgentName(name.to_owned())) }
+}
+
+fn encode_name(name: &str) -> [u8; AGENT_NAME_MAX] {
+    let mut out = [0u8; AGENT_NAME_MAX];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    out
+}
+
+fn decode_name(raw: &[u8; AGENT_NAME_MAX]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Where cgroups live.
+#[derive(Clone, Debug)]
+pub struct CgroupLayout {
+    pub cgroup_root: PathBuf,
+    pub attach_cgroup: PathBuf,
+    pub parent_cgroup: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CgroupStatus {
+    pub id: u64,
+    pub path: Option<String>,
+    pub quarantined: bool,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub connects: u64,
+    pub redirected: u64,
+    pub refused: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub packets_dropped: u64,
+}
+
+impl From<CgroupCounters> for Counters {
+    fn from(c: CgroupCounters) -> Counters {
+        Counters {
+            connects: c.connects,
+            redirected: c.redirected,
+            refused: c.refused,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            packets_dropped: c.packets_dropped,
+        }
+    }
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.connects += o.connects;
+        self.redirected += o.redirected;
+        self.refused += o.refused;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.packets_dropped += o.packets_dropped;
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub name: String,
+    /// Any of its cgroups quarantined.
+    pub quarantined: bool,
+    pub cgroups: Vec<CgroupStatus>,
+    /// Current cgroups plus cgroups untagged since the daemon started.
+    pub totals: Counters,
+}
+
+pub struct Governor {
+    maps: Arc<dyn GovernanceMaps>,
+    layout: CgroupLayout,
+    /// agent id -> name, for the proxy's hot path.
+    names: RwLock<HashMap<u32, Arc<str>>>,
+    /// Counters of cgroups untagged while this daemon ran, per agent, so that
+    /// per-agent totals do not go backwards when `meshctl exec` ends.
+    retired: Mutex<HashMap<String, Counters>>,
+    exec_seq: AtomicU64,
+}
+
+impl Governor {
+    /// Rebuilds the name index from the pinned tags (a restart keeps them).
+    pub fn new(maps: Arc<dyn GovernanceMaps>, layout: CgroupLayout) -> Result<Governor, StateError> {
+        let mut names = HashMap::new();
+        for (_, tag) in maps.tags()? {
+            names.insert(tag.agent_id, Arc::from(decode_name(&tag.agent_name)));
+        }
+        Ok(Governor {
+            maps,
+            layout,
+            names: RwLock::new(names),
+            retired: Mutex::new(HashMap::new()),
+            exec_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn layout(&self) -> &CgroupLayout {
+        &self.layout
+    }
+
+    /// The agent's name for an id recorded by the kernel.
+    pub fn agent_name(&self, id: u32) -> Option<Arc<str>> {
+        self.names.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    fn resolve(&self, given: &str) -> Result<PathBuf, StateError> {
+        Ok(cgroup::resolve(&self.layout.cgroup_root, &self.layout.attach_cgroup, given)?)
+    }
+
+    fn tags(&self) -> Result<HashMap<u64, CgroupTag>, StateError> {
+        Ok(self.maps.tags()?.into_iter().collect())
+    }
+
+    /// Governs the cgroup at `given` (and its subtree) as `agent`.
+    pub fn tag(&self, given: &str, agent: &str) -> Result<(PathBuf, u64), StateError> {
+        validate_agent_name(agent)?;
+        let path = self.resolve(given)?;
+        let id = cgroup::id_of(&path)?;
+        self.tag_id(&path, id, agent)?;
+        Ok((path, id))
+    }
+
+    fn tag_id(&self, path: &Path, id: u64, agent: &str) -> Result<(), StateError> {
+        let aid = agent_id(agent.as_bytes());
+        let tags = self.tags()?;
+        if let Some(existing) = tags.get(&id) {
+            let name = decode_name(&existing.agent_name);
+            if name != agent {
+                return Err(StateError::AlreadyTagged(path.display().to_string(), name));
+            }
+        }
+        for tag in tags.values() {
+            let name = decode_name(&tag.agent_name);
+            if tag.agent_id == aid && name != agent {
+                return Err(StateError::AgentIdCollision { name: agent.to_owned(), other: name });
+            }
+        }
+        // A cgroup tagged for an agent under quarantine is quarantined too.
+        let inherited = tags
+            .values()
+            .filter(|t| t.agent_id == aid)
+            .fold(0, |acc, t| acc | (t.flags & TAG_AGENT_QUARANTINED));
+        let flags = tags.get(&id).map(|t| t.flags).unwrap_or(0) | inherited;
+        self.maps.put_tag(id, &CgroupTag { agent_id: aid, flags, agent_name: encode_name(agent) })?;
+        self.names.write().unwrap_or_else(|p| p.into_inner()).insert(aid, Arc::from(agent));
+        tracing::info!(agent, cgroup = %path.display(), cgroup_id = id, "tagged");
+        Ok(())
+    }
+
+    /// Stops governing the cgroup at `given`.
+    pub fn untag(&self, given: &str) -> Result<PathBuf, StateError> {
+        let path = self.resolve(given)?;
+        let id = cgroup::id_of(&path)?;
+        self.untag_id(id, &path)?;
+        Ok(path)
+    }
+
+    fn untag_id(&self, id: u64, path: &Path) -> Result<(), StateError> {
+        let tags = self.tags()?;
+        let Some(tag) = tags.get(&id) else {
+            return Err(StateError::NotTagged(path.display().to_string()));
+        };
+        let name = decode_name(&tag.agent_name);
+        let counters: Counters = self.maps.counters(id)?.into();
+        self.maps.delete_tag(id)?;
+        self.maps.delete_counters(id)?;
+        self.retired.lock().unwrap_or_else(|p| p.into_inner()).entry(name.clone()).or_default().add(&counters);
+        tracing::info!(agent = %name, cgroup = %path.display(), cgroup_id = id, "untagged");
+        Ok(())
+    }
+
+    /// Sets or clears quarantine. `target` is a cgroup path when it contains a
+    /// `/`, otherwise an agent name (all of that agent's cgroups). Returns the
+    /// ids changed.
+    pub fn set_quarantine(&self, target: &str, on: bool) -> Result<Vec<u64>, StateError> {
+        let tags = self.tags()?;
+        let mut changed = Vec::new();
+        let by_agent = !target.contains('/');
+        let mut apply = |id: u64, tag: &CgroupTag| -> Result<(), StateError> {
+            let flags = match (on, by_agent) {
+                (true, true) => tag.flags | TAG_AGENT_QUARANTINED,
+                (true, false) => tag.flags | TAG_QUARANTINED,
+                // Release lifts every quarantine on what it names.
+                (false, _) => tag.flags & !QUARANTINE_MASK,
+            };
+            self.maps.put_tag(id, &CgroupTag { flags, ..*tag })?;
+            changed.push(id);
+            Ok(())
+        };
+        if !by_agent {
+            let path = self.resolve(target)?;
+            let id = cgroup::id_of(&path)?;
+            if let Some(tag) = tags.get(&id) {
+                apply(id, tag)?;
+            } else if on {
+                // Governed through an ancestor: quarantine this subtree only,
+                // under the governing agent.
+                let governing = self
+                    .governing_tag(&path, &tags)
+                    .ok_or_else(|| StateError::NotGoverned(path.display().to_string()))?;
+                apply(id, &CgroupTag { flags: governing.flags & !QUARANTINE_MASK, ..governing })?;
+            } else {
+                return Err(StateError::NotTagged(path.display().to_string()));
+            }
+        } else {
+            validate_agent_name(target)?;
+            for (id, tag) in tags.iter().filter(|(_, t)| decode_name(&t.agent_name) == target) {
+                apply(*id, tag)?;
+            }
+            if changed.is_empty() {
+                return Err(StateError::UnknownAgent(target.to_owned()));
+            }
+        }
+        tracing::warn!(target, quarantined = on, cgroups = changed.len(), "quarantine changed");
+        Ok(changed)
+    }
+
+    fn governing_tag(&self, path: &Path, tags: &HashMap<u64, CgroupTag>) -> Option<CgroupTag> {
+        path.ancestors()
+            .take_while(|p| p.starts_with(&self.layout.attach_cgroup))
+            .find_map(|p| cgroup::id_of(p).ok().and_then(|id| tags.get(&id).copied()))
+    }
+
+    /// Creates a fresh cgroup for `meshctl exec`, delegates its process list
+    /// to `uid`, and tags it.
+    pub fn create_exec_cgroup(&self, agent: &str, uid: u32) -> Result<PathBuf, StateError> {
+        validate_agent_name(agent)?;
+        let seq = self.exec_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .layout
+            .parent_cgroup
+            .join(format!("{agent}-{}-{seq}", std::process::id()));
+        cgroup::create(&path)?;
+        let result = (|| {
+            if uid != 0 {
+                cgroup::delegate_procs(&path, uid)?;
+            }
+            let id = cgroup::id_of(&path)?;
+            self.tag_id(&path, id, agent)
+        })();
+        if let Err(e) = result {
+            let _ = cgroup::remove(&path);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Untags and removes a cgroup made by [`Governor::create_exec_cgroup`].
+    pub fn finish_exec_cgroup(&self, given: &str) -> Result<(), StateError> {
+        let path = cgroup::resolve(&self.layout.cgroup_root, &self.layout.parent_cgroup, given)?;
+        let id = cgroup::id_of(&path)?;
+        match self.untag_id(id, &path) {
+            Ok(()) | Err(StateError::NotTagged(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // Leftover descendants (a daemonised grandchild) keep it; say so.
+        cgroup::remove(&path)?;
+        Ok(())
+    }
+
+    /// Agents, their cgroups, counters and quarantine state.
+    pub fn status(&self) -> Result<Vec<AgentStatus>, StateError> {
+        let mut agents: HashMap<String, AgentStatus> = HashMap::new();
+        for (id, tag) in self.tags()? {
+            let name = decode_name(&tag.agent_name);
+            let counters: Counters = self.maps.counters(id)?.into();
+            let entry = agents.entry(name.clone()).or_insert_with(|| AgentStatus {
+                name,
+                quarantined: false,
+                cgroups: Vec::new(),
+                totals: Counters::default(),
+            });
+            entry.quarantined |= tag.quarantined();
+            entry.totals.add(&counters);
+            entry.cgroups.push(CgroupStatus {
+                id,
+                path: cgroup::find_path(&self.layout.attach_cgroup, id)
+                    .map(|p| p.display().to_string()),
+                quarantined: tag.quarantined(),
+                counters,
+            });
+        }
+        for (name, retired) in self.retired.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let entry = agents.entry(name.clone()).or_insert_with(|| AgentStatus {
+                name: name.clone(),
+                quarantined: false,
+                cgroups: Vec::new(),
+                totals: Counters::default(),
+            });
+            entry.totals.add(retired);
+        }
+        let mut out: Vec<AgentStatus> = agents.into_values().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        for a in &mut out {
+            a.cgroups.sort_by_key(|c| c.id);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::maps::MemoryMaps;
+
+    fn governor() -> (tempfile_dir::Dir, Governor, Arc<MemoryMaps>) {
+        let dir = tempfile_dir::Dir::new();
+        let root = dir.path().to_owned();
+        let attach = root.join("attach");
+        std::fs::create_dir_all(attach.join("agents")).unwrap();
+        let maps = Arc::new(MemoryMaps::default());
+        let layout = CgroupLayout {
+            cgroup_root: root.clone(),
+            attach_cgroup: attach.clone(),
+            parent_cgroup: attach.join("agents"),
+        };
+        let g = Governor::new(maps.clone(), layout).unwrap();
+        (dir, g, maps)
+    }
+
+    /// A throwaway directory standing in for a cgroup2 mount.
+    mod tempfile_dir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = std::env::temp_dir().join(format!("mesh-state-test-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn tag_quarantine_release_untag() {
+        let (dir, g, maps) = governor();
+        let cg = dir.path().join("attach/agents/a");
+        std::fs::create_dir_all(&cg).unwrap();
+        let (path, id) = g.tag(cg.to_str().unwrap(), "support").unwrap();
+        assert_eq!(path, cg);
+        assert_eq!(g.agent_name(agent_id(b"support")).as_deref(), Some("support"));
+
+        assert_eq!(g.set_quarantine("support", true).unwrap(), vec![id]);
+        assert!(maps.tags.lock().unwrap()[&id].quarantined());
+        let status = g.status().unwrap();
+        assert!(status[0].quarantined);
+
+        g.set_quarantine("support", false).unwrap();
+        assert!(!maps.tags.lock().unwrap()[&id].quarantined());
+
+        maps.counters.lock().unwrap().insert(id, CgroupCounters { connects: 3, ..Default::default() });
+        g.untag(cg.to_str().unwrap()).unwrap();
+        assert!(maps.tags.lock().unwrap().is_empty());
+        // Totals survive the untag.
+        let status = g.status().unwrap();
+        assert_eq!(status[0].totals.connects, 3);
+        assert!(status[0].cgroups.is_empty());
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let (dir, g, _) = governor();
+        let missing = dir.path().join("attach/nope");
+        let err = g.tag(missing.to_str().unwrap(), "a").unwrap_err();
+        assert!(err.is_not_found());
+        assert!(err.to_string().contains("attach/nope"), "{err}");
+        assert!(matches!(g.tag("/attach", "bad name"), Err(StateError::BadAgentName(_))));
+        assert!(matches!(g.set_quarantine("ghost", true), Err(StateError::UnknownAgent(_))));
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&outside).unwrap();
+        assert!(matches!(
+            g.tag(outside.to_str().unwrap(), "a"),
+            Err(StateError::Cgroup(CgroupError::Outside { .. }))
+        ));
+    }
+
+    #[test]
+    fn retag_by_another_agent_is_refused() {
+        let (dir, g, _) = governor();
+        let cg = dir.path().join("attach/agents/b");
+        std::fs::create_dir_all(&cg).unwrap();
+        g.tag(cg.to_str().unwrap(), "one").unwrap();
+        assert!(matches!(g.tag(cg.to_str().unwrap(), "two"), Err(StateError::AlreadyTagged(..))));
+        // Same agent again is idempotent.
+        g.tag(cg.to_str().unwrap(), "one").unwrap();
+    }
+
+    #[test]
+    fn child_cgroup_quarantine_inherits_the_agent() {
+        let (dir, g, maps) = governor();
+        let parent = dir.path().join("attach/agents/p");
+        let child = parent.join("child");
+        std::fs::create_dir_all(&child).unwrap();
+        g.tag(parent.to_str().unwrap(), "parent-agent").unwrap();
+        let ids = g.set_quarantine(child.to_str().unwrap(), true).unwrap();
+        let tag = maps.tags.lock().unwrap()[&ids[0]];
+        assert!(tag.quarantined());
+        assert_eq!(tag.agent_id, agent_id(b"parent-agent"));
+    }
+
+    #[test]
+    fn new_cgroups_of_a_quarantined_agent_are_quarantined() {
+        let (dir, g, maps) = governor();
+        let first = dir.path().join("attach/agents/q1");
+        std::fs::create_dir_all(&first).unwrap();
+        g.tag(first.to_str().unwrap(), "loop").unwrap();
+        g.set_quarantine("loop", true).unwrap();
+        let later = g.create_exec_cgroup("loop", 0).unwrap();
+        let id = crate::cgroup::id_of(&later).unwrap();
+        assert!(maps.tags.lock().unwrap()[&id].quarantined());
+        g.set_quarantine("loop", false).unwrap();
+        assert!(!maps.tags.lock().unwrap()[&id].quarantined());
+        g.finish_exec_cgroup(later.to_str().unwrap()).unwrap();
+        assert!(!later.exists());
+    }
+
+    #[test]
+    fn names_are_recovered_from_the_maps() {
+        let (dir, g, maps) = governor();
+        let cg = dir.path().join("attach/agents/r");
+        std::fs::create_dir_all(&cg).unwrap();
+        g.tag(cg.to_str().unwrap(), "restart-me").unwrap();
+        let again = Governor::new(maps, g.layout().clone()).unwrap();
+        assert_eq!(again.agent_name(agent_id(b"restart-me")).as_deref(), Some("restart-me"));
+    }
+}
