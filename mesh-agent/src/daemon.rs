@@ -141,8 +141,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }));
     let logger = loaded.logger.map(|logger| {
         tokio::spawn(async move {
-            let Ok(mut fd) = tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE)
-            else {
+            // SAFETY: the logger owns its ring buffer fd for as long as the
+            // AsyncFd holds it.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+            };
+            let Ok(mut fd) = registered else {
                 return;
             };
             loop {

@@ -6,6 +6,8 @@ use aya_ebpf::{
     EbpfContext, bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
     helpers::generated::bpf_get_socket_cookie, macros::sock_ops, programs::SockOpsContext,
 };
+use core::ptr::read_volatile;
+
 use mesh_common::PeerKey;
 
 use crate::maps::{MESH_PEERS, MESH_SOCKS};
@@ -24,12 +26,27 @@ pub fn mesh_sock_ops(ctx: SockOpsContext) -> u32 {
     let Some(orig) = (unsafe { MESH_SOCKS.get(&cookie) }).copied() else {
         return 1;
     };
-    let addr = if ctx.family() == AF_INET {
-        [0, 0, V4_MAPPED_MARKER, ctx.local_ip4()]
-    } else {
-        ctx.local_ip6()
+    let ops = ctx.ops;
+    // Every field is read unconditionally and volatile: the verifier refuses
+    // context loads through a computed pointer, which the optimiser produces
+    // when each branch loads a different field.
+    // SAFETY: ops is the verifier-checked context pointer; all these fields
+    // are readable in every sock_ops callback.
+    let (family, ip4, ip6, port) = unsafe {
+        (
+            read_volatile(&(*ops).family),
+            read_volatile(&(*ops).local_ip4),
+            [
+                read_volatile(&(*ops).local_ip6[0]),
+                read_volatile(&(*ops).local_ip6[1]),
+                read_volatile(&(*ops).local_ip6[2]),
+                read_volatile(&(*ops).local_ip6[3]),
+            ],
+            read_volatile(&(*ops).local_port),
+        )
     };
-    let key = PeerKey { addr, port: ctx.local_port() };
+    let addr = if family == AF_INET { [0, 0, V4_MAPPED_MARKER, ip4] } else { ip6 };
+    let key = PeerKey { addr, port };
     let _ = MESH_PEERS.insert(&key, &orig, 0);
     let _ = MESH_SOCKS.remove(&cookie);
     1

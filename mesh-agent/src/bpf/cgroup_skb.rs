@@ -3,7 +3,7 @@ use std::os::fd::BorrowedFd;
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FdLink},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, links::FdLink},
 };
 use mesh_common::program_names::{SKB_EGRESS, SKB_INGRESS};
 
@@ -21,7 +21,7 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>) -> Result<Vec<(&'static s
             .map_err(|source| BpfError::Program { name, source })?;
         prog.load().map_err(|source| BpfError::Program { name, source })?;
         let id = prog
-            .attach(cgroup, attach_type, CgroupAttachMode::AllowMultiple)
+            .attach(cgroup, attach_type, CgroupAttachMode::Single)
             .map_err(|source| BpfError::Program { name, source })?;
         let link = prog.take_link(id).map_err(|source| BpfError::Program { name, source })?;
         let link = FdLink::try_from(link)

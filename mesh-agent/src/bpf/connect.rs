@@ -3,7 +3,7 @@ use std::os::fd::BorrowedFd;
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, FdLink},
+    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
 };
 use mesh_common::program_names::{CONNECT4, CONNECT6};
 
@@ -19,7 +19,7 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>) -> Result<Vec<(&'static s
             .map_err(|source| BpfError::Program { name, source })?;
         prog.load().map_err(|source| BpfError::Program { name, source })?;
         let id = prog
-            .attach(cgroup, CgroupAttachMode::AllowMultiple)
+            .attach(cgroup, CgroupAttachMode::Single)
             .map_err(|source| BpfError::Program { name, source })?;
         let link = prog.take_link(id).map_err(|source| BpfError::Program { name, source })?;
         let link = FdLink::try_from(link).map_err(|e| BpfError::Link {

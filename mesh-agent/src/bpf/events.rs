@@ -24,7 +24,10 @@ impl EventReader {
 
     /// Delivers every event to `sink` as it arrives, until the task is dropped.
     pub async fn run(self, mut sink: impl FnMut(ConnectEvent)) -> std::io::Result<()> {
-        let mut fd = AsyncFd::with_interest(self.ring, tokio::io::Interest::READABLE)?;
+        // SAFETY: the ring buffer owns its fd, which stays open for as long as
+        // the AsyncFd holds it.
+        let mut fd = unsafe { AsyncFd::register_with_interest(self.ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         loop {
             let mut guard = fd.readable_mut().await?;
             let ring = guard.get_inner_mut();

@@ -30,6 +30,9 @@ pub trait OrigDstSource: Send + Sync + 'static {
 }
 
 pub struct KernelMaps {
+    /// Held, not used: the programs are loaded after the maps are taken, and a
+    /// dropped map handle closes the fd they are relocated against.
+    _config: Array<MapData, MeshConfig>,
     tags: Mutex<HashMap<MapData, u64, CgroupTag>>,
     peers: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
     counters: Mutex<PerCpuHashMap<MapData, u64, CgroupCounters>>,
@@ -69,6 +72,7 @@ impl KernelMaps {
             .try_into()
             .map_err(map_err(COUNTERS))?;
         Ok(KernelMaps {
+            _config: cfg,
             tags: Mutex::new(tags),
             peers: Mutex::new(peers),
             counters: Mutex::new(counters),

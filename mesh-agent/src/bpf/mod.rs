@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{FdLink, links::PinnedLink},
+    programs::links::{FdLink, PinnedLink},
 };
 use mesh_common::{LAYOUT_VERSION, MeshConfig};
 use tracing::{info, warn};
@@ -125,7 +125,9 @@ pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
     Ok(LoadedBpf { maps: std::sync::Arc::new(maps), events, logger, _ebpf: ebpf })
 }
 
-/// The new link is already attached (multi-attach), so detaching the previous
+/// Cgroup programs are attached as bpf_links, which the kernel always treats
+/// as multi-attach (link_create takes no flags: hence `CgroupAttachMode::Single`
+/// in the program handles). The new link is already attached, so detaching the previous
 /// daemon's link leaves no window in which governed connects go around the mesh.
 fn replace_pinned_link(pins: &Path, name: &'static str, link: FdLink) -> Result<(), BpfError> {
     let path = link_pin_path(pins, name);

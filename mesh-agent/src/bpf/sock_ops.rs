@@ -3,7 +3,7 @@ use std::os::fd::BorrowedFd;
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, FdLink, SockOps},
+    programs::{CgroupAttachMode, SockOps, links::FdLink},
 };
 use mesh_common::program_names::SOCK_OPS;
 
@@ -18,7 +18,7 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>) -> Result<(&'static str, 
         .map_err(|source| BpfError::Program { name, source })?;
     prog.load().map_err(|source| BpfError::Program { name, source })?;
     let id = prog
-        .attach(cgroup, CgroupAttachMode::AllowMultiple)
+        .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|source| BpfError::Program { name, source })?;
     let link = prog.take_link(id).map_err(|source| BpfError::Program { name, source })?;
     let link = FdLink::try_from(link)

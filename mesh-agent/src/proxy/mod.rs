@@ -166,7 +166,7 @@ impl Proxy {
                 Err(e) => {
                     // Reset, so the agent sees a failed connection as it would
                     // have without the mesh.
-                    let _ = client.set_linger(Some(Duration::ZERO));
+                    let _ = client.set_zero_linger();
                     drop(client);
                     self.finish(
                         started,
