@@ -2,6 +2,7 @@
 //! .cargo/config.toml). See README.md.
 
 mod daemon;
+mod demo;
 mod setup;
 mod test;
 mod util;
@@ -91,10 +92,9 @@ fn build(release: bool) -> Result<()> {
     run(&mut cmd)
 }
 
-/// The demo. Not written yet: the lead writes it once the binaries work.
+/// The demo (xtask/src/demo.rs).
 fn demo() -> Result<ExitCode> {
-    eprintln!("demo: not yet implemented");
-    Ok(ExitCode::FAILURE)
+    demo::demo()
 }
 
 /// The side-by-side benchmark (docs/benchmarks.md). Not written yet: the lead

@@ -1,0 +1,293 @@
+//! `cargo xtask demo`: the foundation, shown to a newcomer. Builds, starts
+//! mesh-agent attached to its own parent cgroup (`<cgroup2>/mesh-demo`, never
+//! the cgroup root) with the example policy in `policies/`, runs unmodified
+//! clients as agent `demo` against a local server, quarantines the agent in
+//! the kernel, releases it, and cleans everything up (also on failure).
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    setup::{Want, ensure_setup},
+    util::{cargo, cgroup2_mount, ensure_bpffs, is_root, repo_root, run, target_dir},
+};
+
+/// The example policy lets agent `demo` reach this server (policies/demo.yaml).
+const SERVER_IP: &str = "127.0.0.2";
+const SERVER_PORT: u16 = 8080;
+/// Not in the agent's egress allow list.
+const FORBIDDEN_PORT: u16 = 8081;
+
+struct Demo {
+    dir: PathBuf,
+    bin: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    attach: PathBuf,
+    bpffs: PathBuf,
+    children: Vec<Child>,
+    /// `meshctl exec` of the long-running agent: it ends by itself once the
+    /// stop file exists, and then hands its cgroup back.
+    agent: Option<Child>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("stop"), "");
+        if let Some(mut agent) = self.agent.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !matches!(agent.try_wait(), Ok(Some(_))) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        for child in self.children.iter_mut().rev() {
+            // SAFETY: signalling a child we started, by pid.
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new(self.bin.join("mesh-agent"))
+            .args(["cleanup", "--config"])
+            .arg(&self.config)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        remove_cgroup_tree(&self.attach);
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn remove_cgroup_tree(root: &Path) {
+    if !root.exists() {
+        return;
+    }
+    let _ = std::fs::write(root.join("cgroup.kill"), "1");
+    let mut dirs = vec![root.to_owned()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+            dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+        }
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        for _ in 0..50 {
+            if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n\x1b[1m==> {n}. {text}\x1b[0m");
+}
+
+fn say(text: &str) {
+    println!("    {text}");
+}
+
+fn show(cmd: &mut Command) -> Result<std::process::Output> {
+    let shown: Vec<String> = std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect();
+    let shown = shown.join(" ").replace(&format!("{}/", target_dir().join("debug").display()), "");
+    println!("    $ {shown}");
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {shown}"))?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("      {line}");
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        println!("      {line}");
+    }
+    println!("    (exit code {})", out.status.code().unwrap_or(-1));
+    Ok(out)
+}
+
+fn free_port(preferred: u16) -> u16 {
+    if TcpListener::bind(("127.0.0.1", preferred)).is_ok() && TcpListener::bind(("::1", preferred)).is_ok() {
+        return preferred;
+    }
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(15001)
+}
+
+fn wait_ready(metrics: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect_timeout(&metrics, Duration::from_millis(500)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+pub fn demo() -> Result<ExitCode> {
+    if !is_root() {
+        bail!("cargo xtask demo must run as root (it loads eBPF programs and manages cgroups)");
+    }
+    ensure_setup(Want { bench: false })?;
+    ensure_bpffs()?;
+    run(cargo().args(["build", "-p", "mesh-agent"]))?;
+    if TcpListener::bind((SERVER_IP, SERVER_PORT)).is_err() {
+        bail!("{SERVER_IP}:{SERVER_PORT} is in use; the demo's server needs it (policies/demo.yaml allows it)");
+    }
+
+    let cgroup_root = cgroup2_mount()?;
+    let attach = cgroup_root.join("mesh-demo");
+    assert_ne!(attach, cgroup_root, "never attach to the cgroup root");
+    let dir = target_dir().join("demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::write(dir.join("www/index.html"), "Hello from the demo server on 127.0.0.2:8080\n")?;
+    let listen_port = free_port(15001);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port(9464)).parse()?;
+    let mut demo = Demo {
+        bin: target_dir().join("debug"),
+        config: dir.join("config.yaml"),
+        socket: dir.join("admin.sock"),
+        attach: attach.clone(),
+        bpffs: PathBuf::from("/sys/fs/bpf/mesh-demo"),
+        dir: dir.clone(),
+        children: Vec::new(),
+        agent: None,
+    };
+    std::fs::write(
+        &demo.config,
+        format!(
+            "attach_cgroup: {attach}\nparent_cgroup: {attach}/agents\nbpffs_dir: {bpffs}\n\
+             listen: [\"127.0.0.1:{listen_port}\", \"[::1]:{listen_port}\"]\nadmin_socket: {sock}\n\
+             metrics: \"{metrics}\"\ndata_dir: {data}\npolicy_dir: {policies}\n",
+            attach = attach.display(),
+            bpffs = demo.bpffs.display(),
+            sock = demo.socket.display(),
+            data = dir.join("data").display(),
+            policies = repo_root().join("policies").display(),
+        ),
+    )?;
+    let meshctl = |args: &[&str]| {
+        let mut c = Command::new(demo.bin.join("meshctl"));
+        c.arg("--socket").arg(&demo.socket).args(args);
+        c
+    };
+    let url = format!("http://{SERVER_IP}:{SERVER_PORT}/");
+
+    println!("mesh demo: an unmodified program, run as agent `demo`, is carried through");
+    println!("mesh-agent by eBPF; the daemon knows from the kernel who it is, enforces the");
+    println!("agent's egress policy (policies/demo.yaml) and can quarantine it in the kernel.");
+
+    step(1, "Start a plain web server on 127.0.0.2:8080 (stands in for a remote API)");
+    let server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", SERVER_IP, &SERVER_PORT.to_string(), "--directory"])
+        .arg(dir.join("www"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting python3 -m http.server")?;
+    demo.children.push(server);
+    say("python3 -m http.server, ungoverned");
+
+    step(2, "Start mesh-agent, attached to its own cgroup (never the cgroup root)");
+    let log = std::fs::File::create(dir.join("mesh-agent.log"))?;
+    let daemon = Command::new(demo.bin.join("mesh-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(&demo.config)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting mesh-agent")?;
+    demo.children.push(daemon);
+    if !wait_ready(metrics) {
+        bail!("mesh-agent did not become ready; see {}", dir.join("mesh-agent.log").display());
+    }
+    say(&format!("attached to {}; proxy on 127.0.0.1:{listen_port} and [::1]:{listen_port}", attach.display()));
+    say(&format!("metrics on http://{metrics}/metrics; log in {}", dir.join("mesh-agent.log").display()));
+
+    step(3, "Run curl as agent `demo`: the kernel redirects its connect() to the mesh");
+    show(&mut meshctl(&["exec", "--agent", "demo", "--", "curl", "-sS", "--max-time", "10", &url]))?;
+
+    step(4, "Ask for a port the policy does not allow: the mesh closes the connection");
+    let forbidden = format!("http://{SERVER_IP}:{FORBIDDEN_PORT}/");
+    show(&mut meshctl(&["exec", "--agent", "demo", "--", "curl", "-sS", "--max-time", "10", &forbidden]))?;
+
+    step(5, "Every governed connection has a record: agent, pid, original destination, verdict, why");
+    show(&mut meshctl(&["audit", "tail", "-n", "5"]))?;
+
+    step(6, "Start a long-running agent that fetches the page every half second");
+    let agent_log = dir.join("agent.log");
+    let script = format!(
+        "import os, time, urllib.request\n\
+         while not os.path.exists({stop:?}):\n\
+         \x20   try:\n\
+         \x20       urllib.request.urlopen({url:?}, timeout=2).read()\n\
+         \x20       print(time.strftime('%H:%M:%S'), 'ok', flush=True)\n\
+         \x20   except Exception as e:\n\
+         \x20       print(time.strftime('%H:%M:%S'), 'failed:', getattr(e, 'reason', e), flush=True)\n\
+         \x20   time.sleep(0.5)\n",
+        stop = dir.join("stop").display().to_string(),
+    );
+    let agent = meshctl(&["exec", "--agent", "demo", "--", "python3", "-c", &script])
+        .stdout(std::fs::File::create(&agent_log)?)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the demo agent")?;
+    demo.agent = Some(agent);
+    thread::sleep(Duration::from_secs(2));
+    show_tail(&agent_log, 3);
+    show(&mut meshctl(&["status"]))?;
+
+    step(7, "Quarantine the agent: one map write; connects now fail in the kernel");
+    show(&mut meshctl(&["quarantine", "demo"]))?;
+    thread::sleep(Duration::from_secs(2));
+    show_tail(&agent_log, 3);
+    show(&mut meshctl(&["status"]))?;
+
+    step(8, "Release it: traffic flows again");
+    show(&mut meshctl(&["release", "demo"]))?;
+    thread::sleep(Duration::from_secs(2));
+    show_tail(&agent_log, 3);
+
+    step(9, "Stop and clean up: daemon, cgroups, pinned BPF objects, server");
+    drop(demo);
+    say("done: nothing is left attached or pinned.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_tail(path: &Path, n: usize) {
+    println!("    agent log ({}):", path.display());
+    let lines: Vec<String> = std::fs::File::open(path)
+        .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
+        .unwrap_or_default();
+    for line in lines.iter().skip(lines.len().saturating_sub(n)) {
+        println!("      {line}");
+    }
+}
