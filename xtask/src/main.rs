@@ -1,6 +1,7 @@
 //! mesh developer tasks, run as `cargo xtask <command>` (alias in
 //! .cargo/config.toml). See README.md.
 
+mod bench;
 mod daemon;
 mod demo;
 mod setup;
@@ -101,6 +102,5 @@ fn demo() -> Result<ExitCode> {
 /// writes it. It should start with `setup::ensure_setup(Want { bench: true })`,
 /// which installs oha when missing.
 fn bench() -> Result<ExitCode> {
-    eprintln!("bench: not yet implemented");
-    Ok(ExitCode::FAILURE)
+    bench::run_bench()
 }

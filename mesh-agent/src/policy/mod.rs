@@ -1,0 +1,333 @@
+//! Agent policies: loading YAML files (schema v1, ARCHITECTURE.md section 5)
+//! into a compiled, immutable [`PolicySet`], and the egress decision the
+//! proxy asks for every governed connection.
+//!
+//! Pure: no sockets, no BPF. `load_dir` is the only function that touches
+//! the file system, and only to read the files.
+
+mod egress;
+mod error;
+mod model;
+pub(crate) mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{PolicyError, PolicyErrors};
+pub use model::{valid_agent_name, API_VERSION, KIND, MAX_AGENT_NAME_LEN};
+
+use egress::{canonical_ip, EgressEntry};
+use model::{EgressDefault, PolicyDoc};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Rule name reported when the agent has no policy at all.
+pub const RULE_NO_POLICY: &str = "no-policy";
+/// Rule name reported when no entry matched and `egress.default` decided.
+pub const RULE_EGRESS_DEFAULT: &str = "egress.default";
+
+/// The verdict of [`EgressPolicy::decide_egress`]. `rule` names what decided
+/// (for the audit record, metrics and the refusal sent to the agent); it is
+/// shared, precomputed text so that an allow costs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressDecision {
+    Allow { rule: Arc<str> },
+    Refuse { rule: Arc<str>, reason: String },
+}
+
+impl EgressDecision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, EgressDecision::Allow { .. })
+    }
+
+    pub fn rule(&self) -> &str {
+        match self {
+            EgressDecision::Allow { rule } | EgressDecision::Refuse { rule, .. } => rule,
+        }
+    }
+}
+
+/// The decision point the proxy calls; a later issue's full policy engine
+/// implements it too.
+pub trait EgressPolicy: Send + Sync {
+    /// `dst` is the original destination; `server_name` the TLS SNI or HTTP
+    /// Host once known (name entries never match without one).
+    fn decide_egress(
+        &self,
+        agent: &str,
+        dst: SocketAddr,
+        server_name: Option<&str>,
+    ) -> EgressDecision;
+}
+
+/// All loaded policies, one per agent. Cheap to clone (shared, immutable):
+/// a reload builds a new set and swaps it in, so a failed reload leaves the
+/// one in force untouched.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    agents: Arc<BTreeMap<String, AgentPolicy>>,
+}
+
+/// One agent's compiled policy.
+#[derive(Debug)]
+struct AgentPolicy {
+    default: EgressDefault,
+    /// [`RULE_EGRESS_DEFAULT`], shared.
+    default_rule: Arc<str>,
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+    cgroup: Option<String>,
+}
+
+/// An egress entry with its precomputed rule name (no formatting per decision).
+#[derive(Debug)]
+struct Rule {
+    entry: EgressEntry,
+    name: Arc<str>,
+}
+
+/// Where a policy came from, to name both places of a duplicate agent.
+struct Origin {
+    file: usize,
+    doc: usize,
+}
+
+impl PolicySet {
+    /// No policies: every agent is refused all egress.
+    pub fn empty() -> PolicySet {
+        PolicySet {
+            agents: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    /// Loads every `*.yaml` / `*.yml` file of `dir` (not recursive, hidden
+    /// files skipped, sorted by name) and reports the errors of all files.
+    pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+        let whole = |message: String| {
+            PolicyErrors(vec![PolicyError {
+                file: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message,
+            }])
+        };
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| whole(format!("cannot read policy directory: {e}")))?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| whole(format!("cannot read policy directory: {e}")))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let is_policy =
+                !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"));
+            // fs::metadata follows symlinks (ConfigMap mounts are symlinks).
+            if is_policy && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        let mut errors = Vec::new();
+        for path in paths {
+            let file = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((file, text)),
+                Err(e) => errors.push(PolicyError {
+                    file,
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        match PolicySet::from_files(&files) {
+            Ok(set) if errors.is_empty() => Ok(set),
+            Ok(_) => Err(PolicyErrors(errors)),
+            Err(PolicyErrors(more)) => {
+                errors.extend(more);
+                Err(PolicyErrors(errors))
+            }
+        }
+    }
+
+    /// Builds a set from `(display name, text)` pairs, in the given order.
+    pub fn from_files(files: &[(String, String)]) -> Result<PolicySet, PolicyErrors> {
+        let mut errors = Vec::new();
+        let mut agents = BTreeMap::new();
+        let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
+        for (file_index, (file, text)) in files.iter().enumerate() {
+            let mut documents = 0;
+            for (doc_index, parsed) in yaml::documents::<PolicyDoc>(text) {
+                let doc = match parsed {
+                    Ok(Some(doc)) => doc,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        documents += 1;
+                        errors.push(PolicyError {
+                            file: file.clone(),
+                            line: e.line,
+                            column: e.column,
+                            message: e.message,
+                        });
+                        continue;
+                    }
+                };
+                documents += 1;
+                let agent = doc.agent.0.clone();
+                if let Some(first) = origins.get(&agent) {
+                    let here = yaml::locate_key(text, doc_index, "agent").unwrap_or((1, 1));
+                    let (first_file, first_text) = &files[first.file];
+                    let there = yaml::locate_key(first_text, first.doc, "agent").unwrap_or((1, 1));
+                    errors.push(PolicyError {
+                        file: file.clone(),
+                        line: here.0,
+                        column: here.1,
+                        message: format!(
+                            "agent {agent:?} already has a policy at {first_file}:{}:{}; one agent, one policy",
+                            there.0, there.1
+                        ),
+                    });
+                    continue;
+                }
+                origins.insert(
+                    agent.clone(),
+                    Origin {
+                        file: file_index,
+                        doc: doc_index,
+                    },
+                );
+                agents.insert(agent, AgentPolicy::compile(file, doc));
+            }
+            if documents == 0 {
+                errors.push(PolicyError {
+                    file: file.clone(),
+                    line: 1,
+                    column: 1,
+                    message:
+                        "no policy in this file: expected a mapping with apiVersion, kind and agent"
+                            .into(),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(PolicySet {
+                agents: Arc::new(agents),
+            })
+        } else {
+            Err(PolicyErrors(errors))
+        }
+    }
+
+    /// Agents that have a policy, in name order.
+    pub fn agents(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+
+    pub fn has_agent(&self, agent: &str) -> bool {
+        self.agents.contains_key(agent)
+    }
+
+    /// `(agent, glob)` for every policy with a `match.cgroup` selector: the
+    /// daemon tags cgroups matching `glob` (relative to the cgroup root) as `agent`.
+    pub fn cgroup_selectors(&self) -> Vec<(String, String)> {
+        self.agents
+            .iter()
+            .filter_map(|(agent, p)| p.cgroup.as_ref().map(|g| (agent.clone(), g.clone())))
+            .collect()
+    }
+}
+
+impl Default for PolicySet {
+    fn default() -> Self {
+        PolicySet::empty()
+    }
+}
+
+impl AgentPolicy {
+    fn compile(file: &str, doc: PolicyDoc) -> AgentPolicy {
+        let spec = doc.egress.unwrap_or_default();
+        let rules = |section: &str, entries: Vec<EgressEntry>| -> Vec<Rule> {
+            entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, entry)| Rule {
+                    name: format!("egress.{section}[{i}] {:?} in {file}", entry.text).into(),
+                    entry,
+                })
+                .collect()
+        };
+        AgentPolicy {
+            default: spec.default,
+            default_rule: RULE_EGRESS_DEFAULT.into(),
+            allow: rules("allow", spec.allow),
+            deny: rules("deny", spec.deny),
+            cgroup: doc.selector.map(|s| s.cgroup.0),
+        }
+    }
+}
+
+impl EgressPolicy for PolicySet {
+    fn decide_egress(
+        &self,
+        agent: &str,
+        dst: SocketAddr,
+        server_name: Option<&str>,
+    ) -> EgressDecision {
+        let Some(policy) = self.agents.get(agent) else {
+            return EgressDecision::Refuse {
+                rule: RULE_NO_POLICY.into(),
+                reason: format!("agent {agent} has no policy: all egress is denied"),
+            };
+        };
+        let ip = canonical_ip(dst.ip());
+        let port = dst.port();
+        // Deny wins over allow, whatever the order in the file.
+        if let Some(rule) = policy
+            .deny
+            .iter()
+            .find(|r| r.entry.matches(ip, port, server_name))
+        {
+            return EgressDecision::Refuse {
+                rule: rule.name.clone(),
+                reason: format!(
+                    "egress to {} is denied by {}",
+                    describe(ip, port, server_name),
+                    rule.name
+                ),
+            };
+        }
+        if let Some(rule) = policy
+            .allow
+            .iter()
+            .find(|r| r.entry.matches(ip, port, server_name))
+        {
+            return EgressDecision::Allow {
+                rule: rule.name.clone(),
+            };
+        }
+        match policy.default {
+            EgressDefault::Allow => EgressDecision::Allow {
+                rule: policy.default_rule.clone(),
+            },
+            EgressDefault::Deny => EgressDecision::Refuse {
+                rule: policy.default_rule.clone(),
+                reason: format!(
+                    "no egress.allow entry of agent {agent} matches {}; the default is deny",
+                    describe(ip, port, server_name)
+                ),
+            },
+        }
+    }
+}
+
+/// `1.2.3.4:443` or `1.2.3.4:443 (server name api.example)`, for reasons.
+fn describe(ip: std::net::IpAddr, port: u16, server_name: Option<&str>) -> String {
+    let addr = SocketAddr::new(ip, port);
+    match server_name {
+        Some(name) => format!("{addr} (server name {name:?})"),
+        None => addr.to_string(),
+    }
+}
