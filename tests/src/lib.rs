@@ -159,7 +159,7 @@ impl Mesh {
             if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("mesh-agent exited early ({status}):\n{}", self.daemon_log());
             }
-            if http_get(self.metrics, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if http_get(self.metrics, "/readyz").is_some_and(|r| r.split_whitespace().nth(1) == Some("200")) {
                 return;
             }
             assert!(Instant::now() < deadline, "mesh-agent not ready:\n{}", self.daemon_log());

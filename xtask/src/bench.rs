@@ -413,12 +413,16 @@ fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `sh -c 'ulimit -n N && exec "$0" "$@"' PROGRAM ARGS…`: the same process
-/// (pid) as PROGRAM, with a file descriptor limit fit for 1,000 connections.
+/// `sh -c 'ulimit -n N; exec "$0" "$@"' PROGRAM ARGS…`: the same process
+/// (pid) as PROGRAM, with a file descriptor limit fit for 1,000 connections
+/// (the hard limit when N is above it and raising it is not permitted, as in
+/// containers without CAP_SYS_RESOURCE).
 fn with_nofile(program: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
+        .arg(format!(
+            "ulimit -n {NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+        ))
         .arg(program)
         .args(args);
     cmd

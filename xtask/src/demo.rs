@@ -141,7 +141,7 @@ fn wait_ready(metrics: SocketAddr) -> bool {
             let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
+            if buf.split_whitespace().nth(1) == Some("200") {
                 return true;
             }
         }
