@@ -711,7 +711,10 @@ impl<'a> Daemon<'a> {
                     tail(&daemon.log_text(), 30)
                 );
             }
-            if http_get(env.metrics, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            // hyper answers an HTTP/1.0 request with an HTTP/1.0 status line.
+            if http_get(env.metrics, "/readyz")
+                .is_some_and(|r| r.split_whitespace().nth(1) == Some("200"))
+            {
                 return Ok(daemon);
             }
             if Instant::now() > deadline {

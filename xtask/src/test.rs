@@ -81,6 +81,12 @@ pub fn test(extra: &[String]) -> Result<ExitCode> {
             totals.ignored
         );
     }
+    // Last, alone on its line, in the plain form CI reads: the totals of every
+    // test binary (cargo's own last summary is the doc-tests', often empty).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if status.success() {
         Ok(ExitCode::SUCCESS)
     } else {
