@@ -87,7 +87,7 @@ impl std::fmt::Debug for CgroupCollector {
 
 impl Collector for CgroupCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let agents = match self.governor.status() {
+        let agents = match self.governor.status(false) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "reading kernel counters for /metrics");

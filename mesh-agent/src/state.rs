@@ -92,6 +92,7 @@ pub struct CgroupStatus {
     pub counters: Counters,
 }
 
+/// Serialisable view of [`CgroupCounters`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counters {
     pub connects: u64,
@@ -104,25 +105,8 @@ pub struct Counters {
 
 impl From<CgroupCounters> for Counters {
     fn from(c: CgroupCounters) -> Counters {
-        Counters {
-            connects: c.connects,
-            redirected: c.redirected,
-            refused: c.refused,
-            bytes_in: c.bytes_in,
-            bytes_out: c.bytes_out,
-            packets_dropped: c.packets_dropped,
-        }
-    }
-}
-
-impl Counters {
-    fn add(&mut self, o: &Counters) {
-        self.connects += o.connects;
-        self.redirected += o.redirected;
-        self.refused += o.refused;
-        self.bytes_in += o.bytes_in;
-        self.bytes_out += o.bytes_out;
-        self.packets_dropped += o.packets_dropped;
+        let CgroupCounters { connects, redirected, refused, bytes_in, bytes_out, packets_dropped } = c;
+        Counters { connects, redirected, refused, bytes_in, bytes_out, packets_dropped }
     }
 }
 
@@ -143,7 +127,7 @@ pub struct Governor {
     names: RwLock<HashMap<u32, Arc<str>>>,
     /// Counters of cgroups untagged while this daemon ran, per agent, so that
     /// per-agent totals do not go backwards when `meshctl exec` ends.
-    retired: Mutex<HashMap<String, Counters>>,
+    retired: Mutex<HashMap<String, CgroupCounters>>,
     exec_seq: AtomicU64,
 }
 
@@ -230,7 +214,7 @@ impl Governor {
             return Err(StateError::NotTagged(path.display().to_string()));
         };
         let name = decode_name(&tag.agent_name);
-        let counters: Counters = self.maps.counters(id)?.into();
+        let counters = self.maps.counters(id)?;
         self.maps.delete_tag(id)?;
         self.maps.delete_counters(id)?;
         self.retired.lock().unwrap_or_else(|p| p.into_inner()).entry(name.clone()).or_default().add(&counters);
@@ -327,42 +311,43 @@ impl Governor {
         Ok(())
     }
 
-    /// Agents, their cgroups, counters and quarantine state.
-    pub fn status(&self) -> Result<Vec<AgentStatus>, StateError> {
-        let mut agents: HashMap<String, AgentStatus> = HashMap::new();
+    /// Agents, their cgroups, counters and quarantine state. `with_paths`
+    /// resolves each cgroup id to its path (a filesystem walk: for operators,
+    /// not for every metrics scrape).
+    pub fn status(&self, with_paths: bool) -> Result<Vec<AgentStatus>, StateError> {
+        struct Acc {
+            quarantined: bool,
+            cgroups: Vec<CgroupStatus>,
+            totals: CgroupCounters,
+        }
+        let mut agents: HashMap<String, Acc> = HashMap::new();
+        let new_acc = || Acc { quarantined: false, cgroups: Vec::new(), totals: CgroupCounters::default() };
         for (id, tag) in self.tags()? {
-            let name = decode_name(&tag.agent_name);
-            let counters: Counters = self.maps.counters(id)?.into();
-            let entry = agents.entry(name.clone()).or_insert_with(|| AgentStatus {
-                name,
-                quarantined: false,
-                cgroups: Vec::new(),
-                totals: Counters::default(),
-            });
+            let counters = self.maps.counters(id)?;
+            let entry = agents.entry(decode_name(&tag.agent_name)).or_insert_with(new_acc);
             entry.quarantined |= tag.quarantined();
             entry.totals.add(&counters);
             entry.cgroups.push(CgroupStatus {
                 id,
-                path: cgroup::find_path(&self.layout.attach_cgroup, id)
+                path: with_paths
+                    .then(|| cgroup::find_path(&self.layout.attach_cgroup, id))
+                    .flatten()
                     .map(|p| p.display().to_string()),
                 quarantined: tag.quarantined(),
-                counters,
+                counters: counters.into(),
             });
         }
         for (name, retired) in self.retired.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let entry = agents.entry(name.clone()).or_insert_with(|| AgentStatus {
-                name: name.clone(),
-                quarantined: false,
-                cgroups: Vec::new(),
-                totals: Counters::default(),
-            });
-            entry.totals.add(retired);
+            agents.entry(name.clone()).or_insert_with(new_acc).totals.add(retired);
         }
-        let mut out: Vec<AgentStatus> = agents.into_values().collect();
+        let mut out: Vec<AgentStatus> = agents
+            .into_iter()
+            .map(|(name, mut acc)| {
+                acc.cgroups.sort_by_key(|c| c.id);
+                AgentStatus { name, quarantined: acc.quarantined, cgroups: acc.cgroups, totals: acc.totals.into() }
+            })
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        for a in &mut out {
-            a.cgroups.sort_by_key(|c| c.id);
-        }
         Ok(out)
     }
 }
@@ -420,7 +405,7 @@ mod tests {
 
         assert_eq!(g.set_quarantine("support", true).unwrap(), vec![id]);
         assert!(maps.tags.lock().unwrap()[&id].quarantined());
-        let status = g.status().unwrap();
+        let status = g.status(true).unwrap();
         assert!(status[0].quarantined);
 
         g.set_quarantine("support", false).unwrap();
@@ -430,7 +415,7 @@ mod tests {
         g.untag(cg.to_str().unwrap()).unwrap();
         assert!(maps.tags.lock().unwrap().is_empty());
         // Totals survive the untag.
-        let status = g.status().unwrap();
+        let status = g.status(true).unwrap();
         assert_eq!(status[0].totals.connects, 3);
         assert!(status[0].cgroups.is_empty());
     }

@@ -138,6 +138,18 @@ pub struct CgroupCounters {
     pub packets_dropped: u64,
 }
 
+impl CgroupCounters {
+    /// Field-wise sum (per-CPU values, retired cgroups).
+    pub fn add(&mut self, other: &CgroupCounters) {
+        self.connects += other.connects;
+        self.redirected += other.redirected;
+        self.refused += other.refused;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.packets_dropped += other.packets_dropped;
+    }
+}
+
 /// `ConnectEvent::verdict` values.
 pub mod verdict {
     pub const REDIRECTED: u32 = 1;

@@ -112,19 +112,7 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
     }
     // SAFETY: sock_addr contexts accept bpf_get_socket_cookie.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let orig = OrigDst {
-        addr: dst.words(),
-        port,
-        family,
-        agent_id: gov.agent_id,
-        // SAFETY: no arguments.
-        cgroup_id: unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() },
-        governing_cgroup_id: gov.governing_cgroup_id,
-        tgid: (pid_tgid >> 32) as u32,
-        uid: uid_gid as u32,
-    };
+    let orig = caller(&gov, dst, port, family);
     if MESH_SOCKS.insert(&cookie, &orig, 0).is_err() {
         // Fail closed: without a record the daemon could not route it.
         count_connect(&gov, false);
@@ -201,25 +189,27 @@ fn count_connect(gov: &Governance, redirected: bool) {
     });
 }
 
+/// The original destination and who is connecting to it.
+#[inline(always)]
+fn caller(gov: &Governance, dst: Dst, port: u16, family: u16) -> OrigDst {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    OrigDst {
+        addr: dst.words(),
+        port,
+        family,
+        agent_id: gov.agent_id,
+        // SAFETY: no arguments.
+        cgroup_id: unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() },
+        governing_cgroup_id: gov.governing_cgroup_id,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+    }
+}
+
 #[inline(always)]
 fn emit(gov: &Governance, dst: Dst, port: u16, family: u16, why: u32) {
     if let Some(mut entry) = MESH_EVENTS.reserve::<ConnectEvent>(0) {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        entry.write(ConnectEvent {
-            dst: OrigDst {
-                addr: dst.words(),
-                port,
-                family,
-                agent_id: gov.agent_id,
-                // SAFETY: no arguments.
-                cgroup_id: unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() },
-                governing_cgroup_id: gov.governing_cgroup_id,
-                tgid: (pid_tgid >> 32) as u32,
-                uid: bpf_get_current_uid_gid() as u32,
-            },
-            verdict: why,
-            _pad: 0,
-        });
+        entry.write(ConnectEvent { dst: caller(gov, dst, port, family), verdict: why, _pad: 0 });
         entry.submit(0);
     }
 }

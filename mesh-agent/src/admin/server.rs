@@ -176,7 +176,7 @@ impl Admin {
     }
 
     fn status(&self) -> Reply {
-        match self.governor.status() {
+        match self.governor.status(true) {
             Ok(agents) => {
                 let layout = self.governor.layout();
                 json(

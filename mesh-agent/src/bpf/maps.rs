@@ -99,12 +99,7 @@ impl GovernanceMaps for KernelMaps {
     fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError> {
         match lock(&self.counters).get(&cgroup_id, 0) {
             Ok(per_cpu) => Ok(per_cpu.iter().fold(CgroupCounters::default(), |mut sum, c| {
-                sum.connects += c.connects;
-                sum.redirected += c.redirected;
-                sum.refused += c.refused;
-                sum.bytes_in += c.bytes_in;
-                sum.bytes_out += c.bytes_out;
-                sum.packets_dropped += c.packets_dropped;
+                sum.add(c);
                 sum
             })),
             Err(aya::maps::MapError::KeyNotFound) => Ok(CgroupCounters::default()),

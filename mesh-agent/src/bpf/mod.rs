@@ -125,6 +125,28 @@ pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
     Ok(LoadedBpf { maps: std::sync::Arc::new(maps), events, logger, _ebpf: ebpf })
 }
 
+/// Finds program `name` as type `P`, lets `attach` load and attach it, and
+/// returns its link as an fd link, ready to pin.
+fn load_and_attach<P, L>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    attach: impl FnOnce(&mut P) -> Result<L, aya::programs::ProgramError>,
+) -> Result<(&'static str, FdLink), BpfError>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let prog: &mut P = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| BpfError::Program { name, source })?;
+    let link = attach(prog).map_err(|source| BpfError::Program { name, source })?;
+    let link = FdLink::try_from(link)
+        .map_err(|e| BpfError::Link { path: name.into(), message: e.to_string() })?;
+    Ok((name, link))
+}
+
 /// Cgroup programs are attached as bpf_links, which the kernel always treats
 /// as multi-attach (link_create takes no flags: hence `CgroupAttachMode::Single`
 /// in the program handles). The new link is already attached, so detaching the previous

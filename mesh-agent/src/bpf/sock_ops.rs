@@ -7,21 +7,12 @@ use aya::{
 };
 use mesh_common::program_names::SOCK_OPS;
 
-use super::BpfError;
+use super::{BpfError, load_and_attach};
 
 pub fn attach(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>) -> Result<(&'static str, FdLink), BpfError> {
-    let name = SOCK_OPS;
-    let prog: &mut SockOps = ebpf
-        .program_mut(name)
-        .ok_or(BpfError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| BpfError::Program { name, source })?;
-    prog.load().map_err(|source| BpfError::Program { name, source })?;
-    let id = prog
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(|source| BpfError::Program { name, source })?;
-    let link = prog.take_link(id).map_err(|source| BpfError::Program { name, source })?;
-    let link = FdLink::try_from(link)
-        .map_err(|e| BpfError::Link { path: name.into(), message: e.to_string() })?;
-    Ok((name, link))
+    load_and_attach(ebpf, SOCK_OPS, |prog: &mut SockOps| {
+        prog.load()?;
+        let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+        prog.take_link(id)
+    })
 }
