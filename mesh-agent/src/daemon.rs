@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         records: records.clone(),
         metrics: metrics.clone(),
         active: active.clone(),
+        upstream_mark: Some(mesh_common::MESH_SOCKET_MARK),
     });
 
     let mut tasks = Vec::new();

@@ -164,6 +164,9 @@ pub fn run_bench() -> Result<ExitCode> {
 
     let env = prepare(&params)?;
     let started = Instant::now();
+    let load_at_start = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
 
     // Servers and nginx first; guards stop them whatever happens next.
     let _echo = Proc::spawn(
@@ -242,6 +245,7 @@ pub fn run_bench() -> Result<ExitCode> {
         memory: &memory,
         logs: &logs,
         elapsed: started.elapsed(),
+        load_at_start,
     });
     let out = repo_root().join("docs").join("benchmarks.md");
     std::fs::write(&out, doc).with_context(|| format!("write {}", out.display()))?;
@@ -1203,6 +1207,7 @@ struct Report<'a> {
     memory: &'a [(&'static str, Result<Memory>)],
     logs: &'a LogScan,
     elapsed: Duration,
+    load_at_start: String,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -1336,6 +1341,11 @@ fn render(rep: &Report) -> String {
     let _ = writeln!(d, "## Machine\n");
     let _ = writeln!(d, "- CPU: {cpu}, {nproc} logical CPUs (`nproc`)");
     let _ = writeln!(d, "- kernel: {kernel}");
+    let _ = writeln!(
+        d,
+        "- load average when the run started: {} (other work on the machine shares the CPUs)",
+        rep.load_at_start
+    );
     let _ = writeln!(d, "- nginx: {}", rep.nginx_version);
     let _ = writeln!(
         d,
@@ -1378,18 +1388,24 @@ fn render(rep: &Report) -> String {
          3. **max req/s**: the same exchange on {MAX_CONNS} connections, as fast as possible, {s} s.\n\
          4. **MB/s**: {THROUGHPUT_CONNS} connections writing 256 KiB chunks to the sink as fast as possible \
          for {s} s (MB = 10^6 bytes).\n\n\
-         Targets run interleaved (direct, nginx, mesh splice, mesh copy; again …), {reps} repetitions; \
-         the table shows medians. Nothing is pinned: client, proxy and servers share the {nproc} CPUs the \
+         Targets run interleaved (direct, nginx, mesh splice, mesh copy; again …), {reps} \
+         repetition{plural}; the table shows medians. Nothing is pinned: client, proxy and servers share the {nproc} CPUs the \
          same way for every target, all on loopback. Then, with each relay strategy, the daemon's resident \
          memory (VmRSS from /proc/PID/status) idle, 2 s after it is ready, and while a governed \
          `mesh-bench hold` keeps {HOLD_CONNS} connections open through it (a 1-byte echo on each, so each \
          is proxied end to end).\n",
         s = p.seconds,
         reps = p.reps,
+        plural = if p.reps == 1 { "" } else { "s" },
     );
 
     // Main table.
-    let _ = writeln!(d, "## Results (median of {} repetitions)\n", p.reps);
+    let _ = writeln!(
+        d,
+        "## Results (median of {} repetition{})\n",
+        p.reps,
+        if p.reps == 1 { "" } else { "s" }
+    );
     let _ = writeln!(
         d,
         "| target | connect p50 / p99 µs | rr p50 / p99 µs @1k rps | max req/s | MB/s | vs direct |"
@@ -1500,6 +1516,20 @@ fn render(rep: &Report) -> String {
             "| mesh ({relay}): RSS with {HOLD_CONNS} connections under {RSS_TARGET_MIB:.0} MiB | {} | {} |",
             held.map_or_else(|| "n/a".into(), |h| format!("{h:.1} MiB")),
             verdict(held.map(|h| h < RSS_TARGET_MIB)),
+        );
+    }
+    let added: Vec<String> = [Target::Nginx, Target::MeshSplice, Target::MeshCopy]
+        .iter()
+        .filter_map(|&t| {
+            let a = rep.median(t, "rr_p50")? - direct_p50?;
+            Some(format!("{} {a:+.0} µs", t.label()))
+        })
+        .collect();
+    if !added.is_empty() {
+        let _ = writeln!(
+            d,
+            "\nFor comparison, rr p50 added over direct @1k rps: {}.",
+            added.join(", ")
         );
     }
     let _ = writeln!(d);
