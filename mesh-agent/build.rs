@@ -11,7 +11,11 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
     println!("cargo:rerun-if-changed=../mesh-common/src");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "mesh-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "mesh-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }

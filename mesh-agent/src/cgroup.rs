@@ -21,7 +21,10 @@ pub enum CgroupError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io { path: path.to_owned(), source }
+    move |source| CgroupError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The id of the cgroup at `path` (an absolute path in the cgroup2 mount).
@@ -29,7 +32,9 @@ pub fn id_of(path: &Path) -> Result<u64, CgroupError> {
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(m.ino()),
         Ok(_) => Err(CgroupError::NotFound(path.to_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CgroupError::NotFound(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(CgroupError::NotFound(path.to_owned()))
+        }
         Err(e) => Err(io_err(path)(e)),
     }
 }
@@ -40,7 +45,10 @@ pub fn level_of(root: &Path, path: &Path) -> Result<u32, CgroupError> {
         path: path.to_owned(),
         root: root.to_owned(),
     })?;
-    Ok(rel.components().filter(|c| matches!(c, Component::Normal(_))).count() as u32)
+    Ok(rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count() as u32)
 }
 
 /// Resolves a path given by an operator: absolute in the cgroup2 mount, or
@@ -54,10 +62,16 @@ pub fn resolve(cgroup_root: &Path, within: &Path, given: &str) -> Result<PathBuf
         cgroup_root.join(given.trim_start_matches('/'))
     };
     if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(CgroupError::Outside { path, root: within.to_owned() });
+        return Err(CgroupError::Outside {
+            path,
+            root: within.to_owned(),
+        });
     }
     if !path.starts_with(within) {
-        return Err(CgroupError::Outside { path, root: within.to_owned() });
+        return Err(CgroupError::Outside {
+            path,
+            root: within.to_owned(),
+        });
     }
     id_of(&path)?;
     Ok(path)
@@ -80,8 +94,12 @@ pub fn remove(path: &Path) -> Result<(), CgroupError> {
 /// Moves process `pid` into the cgroup at `path`.
 pub fn move_pid(path: &Path, pid: u32) -> Result<(), CgroupError> {
     let procs = path.join("cgroup.procs");
-    let mut f = fs::OpenOptions::new().write(true).open(&procs).map_err(io_err(&procs))?;
-    f.write_all(pid.to_string().as_bytes()).map_err(io_err(&procs))
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .map_err(io_err(&procs))?;
+    f.write_all(pid.to_string().as_bytes())
+        .map_err(io_err(&procs))
 }
 
 /// Lets `uid` move processes into the cgroup at `path` (delegation of
@@ -118,7 +136,9 @@ pub fn descendants(within: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     let mut stack = vec![(within.to_owned(), 0u32)];
     while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -142,7 +162,10 @@ mod tests {
     fn level_counts_components_below_root() {
         let root = Path::new("/sys/fs/cgroup");
         assert_eq!(level_of(root, root).ok(), Some(0));
-        assert_eq!(level_of(root, Path::new("/sys/fs/cgroup/a/b")).ok(), Some(2));
+        assert_eq!(
+            level_of(root, Path::new("/sys/fs/cgroup/a/b")).ok(),
+            Some(2)
+        );
         assert!(level_of(root, Path::new("/tmp/a")).is_err());
     }
 
@@ -154,7 +177,13 @@ mod tests {
             resolve(root, within, "/mesh/../etc"),
             Err(CgroupError::Outside { .. })
         ));
-        assert!(matches!(resolve(root, within, "/other"), Err(CgroupError::Outside { .. })));
-        assert!(matches!(resolve(root, within, "/mesh/x"), Err(CgroupError::NotFound(_))));
+        assert!(matches!(
+            resolve(root, within, "/other"),
+            Err(CgroupError::Outside { .. })
+        ));
+        assert!(matches!(
+            resolve(root, within, "/mesh/x"),
+            Err(CgroupError::NotFound(_))
+        ));
     }
 }

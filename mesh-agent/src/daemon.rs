@@ -1,10 +1,10 @@
 //! Wires the parts together for `mesh-agent run`. Holds no logic of its own.
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use tracing::{info, warn};
 
@@ -15,21 +15,30 @@ use crate::{
     config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY},
     metrics::{self, Metrics},
     policy::PolicySet,
-    proxy::{ActiveConnections, Proxy, addr::OrigDst},
-    records::{ConnectionRecord, RecordLog, Verdict, unix_ms},
+    proxy::{addr::OrigDst, ActiveConnections, Proxy},
+    records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::{CgroupLayout, Governor},
 };
 
 /// Linux capability numbers (linux/capability.h).
 const REQUIRED_CAPABILITIES: [(u32, &str, &str); 3] = [
     (39, "CAP_BPF", "load the kernel programs and use their maps"),
-    (12, "CAP_NET_ADMIN", "attach cgroup socket programs and mark upstream sockets"),
-    (21, "CAP_SYS_ADMIN", "mount bpffs, pin objects and manage cgroups"),
+    (
+        12,
+        "CAP_NET_ADMIN",
+        "attach cgroup socket programs and mark upstream sockets",
+    ),
+    (
+        21,
+        "CAP_SYS_ADMIN",
+        "mount bpffs, pin objects and manage cgroups",
+    ),
 ];
 
 /// Names the capabilities the daemon lacks, from /proc/self/status.
 pub fn check_privileges() -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let cap_eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -89,15 +98,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut tasks = Vec::new();
     for addr in &config.listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding listener {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding listener {addr}"))?;
         info!(%addr, "proxy listening");
-        tasks.push(tokio::spawn(proxy.clone().serve(listener, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(
+            proxy.clone().serve(listener, shutdown_rx.clone()),
+        ));
     }
     let metrics_listener = metrics::bind(config.metrics)
         .await
         .with_context(|| format!("binding metrics {}", config.metrics))?;
     info!(addr = %config.metrics, "metrics listening");
-    tasks.push(tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
     let admin_listener = admin_server::bind(&config.admin_socket)
         .with_context(|| format!("binding admin socket {}", config.admin_socket.display()))?;
     info!(socket = %config.admin_socket.display(), "admin API listening");
@@ -108,7 +125,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listen: config.listen.iter().map(|a| a.to_string()).collect(),
         active: active.clone(),
     });
-    tasks.push(tokio::spawn(admin_server::serve(admin_listener, admin, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(admin_server::serve(
+        admin_listener,
+        admin,
+        shutdown_rx.clone(),
+    )));
 
     let event_governor = governor.clone();
     let event_records = records.clone();
@@ -116,7 +137,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let events = tokio::spawn(loaded.events.run(move |ev| {
         let agent = event_governor.agent_name(ev.dst.agent_id);
         let reason = match ev.verdict {
-            mesh_common::verdict::REFUSED_QUARANTINE => "quarantined: connect refused in the kernel",
+            mesh_common::verdict::REFUSED_QUARANTINE => {
+                "quarantined: connect refused in the kernel"
+            }
             mesh_common::verdict::REFUSED_NO_LISTENER => "no mesh listener for this address family",
             mesh_common::verdict::RECORD_FAILED => "could not record the original destination",
             _ => "refused in the kernel",
@@ -145,13 +168,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // SAFETY: the logger owns its ring buffer fd for as long as the
             // AsyncFd holds it.
             let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
             };
             let Ok(mut fd) = registered else {
                 return;
             };
             loop {
-                let Ok(mut guard) = fd.readable_mut().await else { return };
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    return;
+                };
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
@@ -161,7 +189,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     metrics.ready.store(true, Ordering::Release);
     info!("mesh-agent ready");
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut term =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).context("SIGINT handler")?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: draining"),
@@ -179,7 +208,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if active.count() > 0 {
-        warn!(remaining = active.count(), "drain timeout; closing remaining connections");
+        warn!(
+            remaining = active.count(),
+            "drain timeout; closing remaining connections"
+        );
     }
     events.abort();
     if let Some(l) = logger {

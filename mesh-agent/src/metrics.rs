@@ -4,14 +4,14 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{
-        Arc,
         atomic::{AtomicBool, Ordering},
+        Arc,
     },
 };
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper::{body::Incoming, service::service_fn, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     collector::Collector,
@@ -48,7 +48,11 @@ impl Metrics {
         if let Some(governor) = governor {
             registry.register_collector(Box::new(CgroupCollector { governor }));
         }
-        Metrics { registry, requests, ready: AtomicBool::new(false) }
+        Metrics {
+            registry,
+            requests,
+            ready: AtomicBool::new(false),
+        }
     }
 
     pub fn record_connection(&self, agent: Option<&str>, verdict: Verdict) {
@@ -102,7 +106,10 @@ impl Collector for CgroupCollector {
                 prometheus_client::metrics::MetricType::Counter,
             )?;
             for a in &agents {
-                for (verdict, v) in [("redirected", a.totals.redirected), ("refused", a.totals.refused)] {
+                for (verdict, v) in [
+                    ("redirected", a.totals.redirected),
+                    ("refused", a.totals.refused),
+                ] {
                     let labels = [("agent", a.name.as_str()), ("verdict", verdict)];
                     ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
                 }
@@ -151,7 +158,11 @@ impl Collector for CgroupCollector {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -186,12 +197,16 @@ fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => match metrics.encode() {
             Ok(body) => {
                 let mut r = text(StatusCode::OK, body);
-                if let Ok(v) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse() {
+                if let Ok(v) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
+                {
                     r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
                 }
                 r
             }
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n".into()),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding failed\n".into(),
+            ),
         },
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => {

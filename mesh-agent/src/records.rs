@@ -4,8 +4,8 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Mutex,
         atomic::{AtomicU64, Ordering},
+        Mutex,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -49,7 +49,9 @@ pub struct ConnectionRecord {
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Bounded ring of the most recent records.

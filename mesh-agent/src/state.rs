@@ -4,14 +4,14 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
     },
 };
 
 use mesh_common::{
-    AGENT_NAME_MAX, CgroupCounters, CgroupTag, QUARANTINE_MASK, TAG_AGENT_QUARANTINED, TAG_QUARANTINED,
-    agent_id,
+    agent_id, CgroupCounters, CgroupTag, AGENT_NAME_MAX, QUARANTINE_MASK, TAG_AGENT_QUARANTINED,
+    TAG_QUARANTINED,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,15 +54,24 @@ impl StateError {
 
     /// Whether the request itself was wrong (as opposed to the daemon failing).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, StateError::Bpf(_) | StateError::Cgroup(CgroupError::Io { .. }))
+        !matches!(
+            self,
+            StateError::Bpf(_) | StateError::Cgroup(CgroupError::Io { .. })
+        )
     }
 }
 
 pub fn validate_agent_name(name: &str) -> Result<(), StateError> {
     let ok = !name.is_empty()
         && name.len() <= AGENT_NAME_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok { Ok(()) } else { Err(StateError::BadAgentName(name.to_owned())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::BadAgentName(name.to_owned()))
+    }
 }
 
 fn encode_name(name: &str) -> [u8; AGENT_NAME_MAX] {
@@ -105,8 +114,22 @@ pub struct Counters {
 
 impl From<CgroupCounters> for Counters {
     fn from(c: CgroupCounters) -> Counters {
-        let CgroupCounters { connects, redirected, refused, bytes_in, bytes_out, packets_dropped } = c;
-        Counters { connects, redirected, refused, bytes_in, bytes_out, packets_dropped }
+        let CgroupCounters {
+            connects,
+            redirected,
+            refused,
+            bytes_in,
+            bytes_out,
+            packets_dropped,
+        } = c;
+        Counters {
+            connects,
+            redirected,
+            refused,
+            bytes_in,
+            bytes_out,
+            packets_dropped,
+        }
     }
 }
 
@@ -133,7 +156,10 @@ pub struct Governor {
 
 impl Governor {
     /// Rebuilds the name index from the pinned tags (a restart keeps them).
-    pub fn new(maps: Arc<dyn GovernanceMaps>, layout: CgroupLayout) -> Result<Governor, StateError> {
+    pub fn new(
+        maps: Arc<dyn GovernanceMaps>,
+        layout: CgroupLayout,
+    ) -> Result<Governor, StateError> {
         let mut names = HashMap::new();
         for (_, tag) in maps.tags()? {
             names.insert(tag.agent_id, Arc::from(decode_name(&tag.agent_name)));
@@ -153,11 +179,19 @@ impl Governor {
 
     /// The agent's name for an id recorded by the kernel.
     pub fn agent_name(&self, id: u32) -> Option<Arc<str>> {
-        self.names.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     fn resolve(&self, given: &str) -> Result<PathBuf, StateError> {
-        Ok(cgroup::resolve(&self.layout.cgroup_root, &self.layout.attach_cgroup, given)?)
+        Ok(cgroup::resolve(
+            &self.layout.cgroup_root,
+            &self.layout.attach_cgroup,
+            given,
+        )?)
     }
 
     fn tags(&self) -> Result<HashMap<u64, CgroupTag>, StateError> {
@@ -185,7 +219,10 @@ impl Governor {
         for tag in tags.values() {
             let name = decode_name(&tag.agent_name);
             if tag.agent_id == aid && name != agent {
-                return Err(StateError::AgentIdCollision { name: agent.to_owned(), other: name });
+                return Err(StateError::AgentIdCollision {
+                    name: agent.to_owned(),
+                    other: name,
+                });
             }
         }
         // A cgroup tagged for an agent under quarantine is quarantined too.
@@ -194,8 +231,18 @@ impl Governor {
             .filter(|t| t.agent_id == aid)
             .fold(0, |acc, t| acc | (t.flags & TAG_AGENT_QUARANTINED));
         let flags = tags.get(&id).map(|t| t.flags).unwrap_or(0) | inherited;
-        self.maps.put_tag(id, &CgroupTag { agent_id: aid, flags, agent_name: encode_name(agent) })?;
-        self.names.write().unwrap_or_else(|p| p.into_inner()).insert(aid, Arc::from(agent));
+        self.maps.put_tag(
+            id,
+            &CgroupTag {
+                agent_id: aid,
+                flags,
+                agent_name: encode_name(agent),
+            },
+        )?;
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(aid, Arc::from(agent));
         tracing::info!(agent, cgroup = %path.display(), cgroup_id = id, "tagged");
         Ok(())
     }
@@ -217,7 +264,12 @@ impl Governor {
         let counters = self.maps.counters(id)?;
         self.maps.delete_tag(id)?;
         self.maps.delete_counters(id)?;
-        self.retired.lock().unwrap_or_else(|p| p.into_inner()).entry(name.clone()).or_default().add(&counters);
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .add(&counters);
         tracing::info!(agent = %name, cgroup = %path.display(), cgroup_id = id, "untagged");
         Ok(())
     }
@@ -251,20 +303,34 @@ impl Governor {
                 let governing = self
                     .governing_tag(&path, &tags)
                     .ok_or_else(|| StateError::NotGoverned(path.display().to_string()))?;
-                apply(id, &CgroupTag { flags: governing.flags & !QUARANTINE_MASK, ..governing })?;
+                apply(
+                    id,
+                    &CgroupTag {
+                        flags: governing.flags & !QUARANTINE_MASK,
+                        ..governing
+                    },
+                )?;
             } else {
                 return Err(StateError::NotTagged(path.display().to_string()));
             }
         } else {
             validate_agent_name(target)?;
-            for (id, tag) in tags.iter().filter(|(_, t)| decode_name(&t.agent_name) == target) {
+            for (id, tag) in tags
+                .iter()
+                .filter(|(_, t)| decode_name(&t.agent_name) == target)
+            {
                 apply(*id, tag)?;
             }
             if changed.is_empty() {
                 return Err(StateError::UnknownAgent(target.to_owned()));
             }
         }
-        tracing::warn!(target, quarantined = on, cgroups = changed.len(), "quarantine changed");
+        tracing::warn!(
+            target,
+            quarantined = on,
+            cgroups = changed.len(),
+            "quarantine changed"
+        );
         Ok(changed)
     }
 
@@ -321,10 +387,16 @@ impl Governor {
             totals: CgroupCounters,
         }
         let mut agents: HashMap<String, Acc> = HashMap::new();
-        let new_acc = || Acc { quarantined: false, cgroups: Vec::new(), totals: CgroupCounters::default() };
+        let new_acc = || Acc {
+            quarantined: false,
+            cgroups: Vec::new(),
+            totals: CgroupCounters::default(),
+        };
         for (id, tag) in self.tags()? {
             let counters = self.maps.counters(id)?;
-            let entry = agents.entry(decode_name(&tag.agent_name)).or_insert_with(new_acc);
+            let entry = agents
+                .entry(decode_name(&tag.agent_name))
+                .or_insert_with(new_acc);
             entry.quarantined |= tag.quarantined();
             entry.totals.add(&counters);
             entry.cgroups.push(CgroupStatus {
@@ -337,14 +409,28 @@ impl Governor {
                 counters: counters.into(),
             });
         }
-        for (name, retired) in self.retired.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            agents.entry(name.clone()).or_insert_with(new_acc).totals.add(retired);
+        for (name, retired) in self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            agents
+                .entry(name.clone())
+                .or_insert_with(new_acc)
+                .totals
+                .add(retired);
         }
         let mut out: Vec<AgentStatus> = agents
             .into_iter()
             .map(|(name, mut acc)| {
                 acc.cgroups.sort_by_key(|c| c.id);
-                AgentStatus { name, quarantined: acc.quarantined, cgroups: acc.cgroups, totals: acc.totals.into() }
+                AgentStatus {
+                    name,
+                    quarantined: acc.quarantined,
+                    cgroups: acc.cgroups,
+                    totals: acc.totals.into(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -379,7 +465,8 @@ mod tests {
             pub fn new() -> Dir {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = std::env::temp_dir().join(format!("mesh-state-test-{}-{n}", std::process::id()));
+                let p = std::env::temp_dir()
+                    .join(format!("mesh-state-test-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }
@@ -401,7 +488,10 @@ mod tests {
         std::fs::create_dir_all(&cg).unwrap();
         let (path, id) = g.tag(cg.to_str().unwrap(), "support").unwrap();
         assert_eq!(path, cg);
-        assert_eq!(g.agent_name(agent_id(b"support")).as_deref(), Some("support"));
+        assert_eq!(
+            g.agent_name(agent_id(b"support")).as_deref(),
+            Some("support")
+        );
 
         assert_eq!(g.set_quarantine("support", true).unwrap(), vec![id]);
         assert!(maps.tags.lock().unwrap()[&id].quarantined());
@@ -411,7 +501,13 @@ mod tests {
         g.set_quarantine("support", false).unwrap();
         assert!(!maps.tags.lock().unwrap()[&id].quarantined());
 
-        maps.counters.lock().unwrap().insert(id, CgroupCounters { connects: 3, ..Default::default() });
+        maps.counters.lock().unwrap().insert(
+            id,
+            CgroupCounters {
+                connects: 3,
+                ..Default::default()
+            },
+        );
         g.untag(cg.to_str().unwrap()).unwrap();
         assert!(maps.tags.lock().unwrap().is_empty());
         // Totals survive the untag.
@@ -427,8 +523,14 @@ mod tests {
         let err = g.tag(missing.to_str().unwrap(), "a").unwrap_err();
         assert!(err.is_not_found());
         assert!(err.to_string().contains("attach/nope"), "{err}");
-        assert!(matches!(g.tag("/attach", "bad name"), Err(StateError::BadAgentName(_))));
-        assert!(matches!(g.set_quarantine("ghost", true), Err(StateError::UnknownAgent(_))));
+        assert!(matches!(
+            g.tag("/attach", "bad name"),
+            Err(StateError::BadAgentName(_))
+        ));
+        assert!(matches!(
+            g.set_quarantine("ghost", true),
+            Err(StateError::UnknownAgent(_))
+        ));
         let outside = dir.path().join("elsewhere");
         std::fs::create_dir_all(&outside).unwrap();
         assert!(matches!(
@@ -443,7 +545,10 @@ mod tests {
         let cg = dir.path().join("attach/agents/b");
         std::fs::create_dir_all(&cg).unwrap();
         g.tag(cg.to_str().unwrap(), "one").unwrap();
-        assert!(matches!(g.tag(cg.to_str().unwrap(), "two"), Err(StateError::AlreadyTagged(..))));
+        assert!(matches!(
+            g.tag(cg.to_str().unwrap(), "two"),
+            Err(StateError::AlreadyTagged(..))
+        ));
         // Same agent again is idempotent.
         g.tag(cg.to_str().unwrap(), "one").unwrap();
     }
@@ -484,6 +589,9 @@ mod tests {
         std::fs::create_dir_all(&cg).unwrap();
         g.tag(cg.to_str().unwrap(), "restart-me").unwrap();
         let again = Governor::new(maps, g.layout().clone()).unwrap();
-        assert_eq!(again.agent_name(agent_id(b"restart-me")).as_deref(), Some("restart-me"));
+        assert_eq!(
+            again.agent_name(agent_id(b"restart-me")).as_deref(),
+            Some("restart-me")
+        );
     }
 }

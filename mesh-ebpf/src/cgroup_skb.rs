@@ -33,5 +33,9 @@ fn account(ctx: &SkBuffContext, ingress: bool) -> i32 {
             c.bytes_out += len;
         }
     });
-    if dropped { DROP } else { PASS }
+    if dropped {
+        DROP
+    } else {
+        PASS
+    }
 }

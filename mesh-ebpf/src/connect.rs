@@ -1,16 +1,16 @@
 //! cgroup/connect4 and cgroup/connect6: send governed TCP connects to the mesh
 //! listener, remembering where they meant to go and who asked.
 use aya_ebpf::{
-    EbpfContext,
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_get_socket_cookie,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
+    EbpfContext,
 };
 use aya_log_ebpf::debug;
-use mesh_common::{
-    ConnectEvent, Ip6Words, MESH_SOCKET_MARK, MeshConfig, OrigDst, verdict,
-};
+use mesh_common::{verdict, ConnectEvent, Ip6Words, MeshConfig, OrigDst, MESH_SOCKET_MARK};
 
 use crate::{
     governance::{self, Governance},
@@ -40,7 +40,12 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     // accepts only 4-byte loads of user_ip6).
     let (ip6, port) = unsafe {
         (
-            [(*sa).user_ip6[0], (*sa).user_ip6[1], (*sa).user_ip6[2], (*sa).user_ip6[3]],
+            [
+                (*sa).user_ip6[0],
+                (*sa).user_ip6[1],
+                (*sa).user_ip6[2],
+                (*sa).user_ip6[3],
+            ],
             (*sa).user_port,
         )
     };
@@ -85,7 +90,10 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
     if gov.quarantined {
         count_connect(&gov, false);
         emit(&gov, dst, port, family, verdict::REFUSED_QUARANTINE);
-        debug!(ctx, "mesh: refused connect of quarantined cgroup {}", gov.governing_cgroup_id);
+        debug!(
+            ctx,
+            "mesh: refused connect of quarantined cgroup {}", gov.governing_cgroup_id
+        );
         return REFUSE;
     }
     if sock_type != SOCK_STREAM {
@@ -209,7 +217,11 @@ fn caller(gov: &Governance, dst: Dst, port: u16, family: u16) -> OrigDst {
 #[inline(always)]
 fn emit(gov: &Governance, dst: Dst, port: u16, family: u16, why: u32) {
     if let Some(mut entry) = MESH_EVENTS.reserve::<ConnectEvent>(0) {
-        entry.write(ConnectEvent { dst: caller(gov, dst, port, family), verdict: why, _pad: 0 });
+        entry.write(ConnectEvent {
+            dst: caller(gov, dst, port, family),
+            verdict: why,
+            _pad: 0,
+        });
         entry.submit(0);
     }
 }

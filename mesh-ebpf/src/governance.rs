@@ -1,6 +1,8 @@
 //! Is the current socket's cgroup governed, and by which tag?
-use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id};
 use aya_ebpf::bindings::__sk_buff;
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id,
+};
 use mesh_common::{CgroupCounters, MAX_CGROUP_DEPTH, QUARANTINE_MASK};
 
 use crate::maps::{MESH_CONFIG, MESH_COUNTERS, MESH_TAGS};

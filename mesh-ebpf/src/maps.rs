@@ -25,8 +25,7 @@ pub static MESH_PEERS: LruHashMap<PeerKey, OrigDst> = LruHashMap::pinned(65_536,
 
 /// Governing cgroup id -> counters (per CPU: no atomics on the hot path).
 #[map(name = "MESH_COUNTERS")]
-pub static MESH_COUNTERS: PerCpuHashMap<u64, CgroupCounters> =
-    PerCpuHashMap::pinned(16_384, 0);
+pub static MESH_COUNTERS: PerCpuHashMap<u64, CgroupCounters> = PerCpuHashMap::pinned(16_384, 0);
 
 /// Refused or unrecorded connects, for the daemon's connection records.
 #[map(name = "MESH_EVENTS")]

@@ -3,8 +3,8 @@
 //! accept(). Runs before the final ACK leaves, so the entry exists before the
 //! daemon can accept the connection.
 use aya_ebpf::{
-    EbpfContext, bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
-    helpers::generated::bpf_get_socket_cookie, macros::sock_ops, programs::SockOpsContext,
+    bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, helpers::generated::bpf_get_socket_cookie,
+    macros::sock_ops, programs::SockOpsContext, EbpfContext,
 };
 use core::ptr::read_volatile;
 
@@ -45,7 +45,11 @@ pub fn mesh_sock_ops(ctx: SockOpsContext) -> u32 {
             read_volatile(&(*ops).local_port),
         )
     };
-    let addr = if family == AF_INET { [0, 0, V4_MAPPED_MARKER, ip4] } else { ip6 };
+    let addr = if family == AF_INET {
+        [0, 0, V4_MAPPED_MARKER, ip4]
+    } else {
+        ip6
+    };
     let key = PeerKey { addr, port };
     let _ = MESH_PEERS.insert(&key, &orig, 0);
     let _ = MESH_SOCKS.remove(&cookie);

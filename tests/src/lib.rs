@@ -9,8 +9,8 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{
-        Arc,
         atomic::{AtomicUsize, Ordering},
+        Arc,
     },
     thread,
     time::{Duration, Instant},
@@ -19,19 +19,29 @@ use std::{
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the kernel and end-to-end tests need root (run `cargo xtask test` as root)");
+    assert_eq!(
+        euid, 0,
+        "the kernel and end-to-end tests need root (run `cargo xtask test` as root)"
+    );
 }
 
 /// target/debug (or whichever profile built this test).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test binary>
-    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
 }
 
 pub fn mesh_agent_bin() -> PathBuf {
     let p = bin_dir().join("mesh-agent");
-    assert!(p.exists(), "{} missing: build with `cargo build -p mesh-agent` (cargo xtask test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: build with `cargo build -p mesh-agent` (cargo xtask test does)",
+        p.display()
+    );
     p
 }
 
@@ -63,7 +73,11 @@ pub fn free_port() -> u16 {
 }
 
 pub fn free_port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind((ip, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// One daemon under test and everything it owns.
@@ -94,7 +108,9 @@ impl Mesh {
         let parent_cgroup = attach_cgroup.join("agents");
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/mesh-test-{unique}"));
         let listen_port = free_port();
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port_on("127.0.0.1")).parse().expect("addr");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port_on("127.0.0.1"))
+            .parse()
+            .expect("addr");
         let admin_socket = dir.join("admin.sock");
         let policy_dir = dir.join("policies");
         for (file, text) in policies {
@@ -156,13 +172,23 @@ impl Mesh {
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("mesh-agent exited early ({status}):\n{}", self.daemon_log());
             }
-            if http_get(self.metrics, "/readyz").is_some_and(|r| r.split_whitespace().nth(1) == Some("200")) {
+            if http_get(self.metrics, "/readyz")
+                .is_some_and(|r| r.split_whitespace().nth(1) == Some("200"))
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "mesh-agent not ready:\n{}", self.daemon_log());
+            assert!(
+                Instant::now() < deadline,
+                "mesh-agent not ready:\n{}",
+                self.daemon_log()
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -220,14 +246,22 @@ impl Mesh {
 
     pub fn records(&self) -> Vec<serde_json::Value> {
         let out = self.meshctl(&["--output", "json", "audit", "tail", "-n", "10000"]);
-        assert!(out.status.success(), "audit tail: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "audit tail: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("records json");
         v["records"].as_array().cloned().unwrap_or_default()
     }
 
     pub fn status(&self) -> serde_json::Value {
         let out = self.meshctl(&["--output", "json", "status"]);
-        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
@@ -257,7 +291,12 @@ impl Drop for Mesh {
         if !thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
-            eprintln!("[{}] test dir kept: {}\n--- daemon log ---\n{}", self.name, self.dir.display(), self.daemon_log());
+            eprintln!(
+                "[{}] test dir kept: {}\n--- daemon log ---\n{}",
+                self.name,
+                self.dir.display(),
+                self.daemon_log()
+            );
         }
     }
 }
@@ -293,11 +332,14 @@ pub fn remove_cgroup_tree(root: &Path) {
 
 /// Runs a command placed in `cgroup` before exec (for cgroups tagged by hand).
 pub fn run_in_cgroup(cgroup: &Path, cmd: &[&str]) -> Output {
-    command_in_cgroup(cgroup, cmd).output().expect("spawn in cgroup")
+    command_in_cgroup(cgroup, cmd)
+        .output()
+        .expect("spawn in cgroup")
 }
 
 pub fn command_in_cgroup(cgroup: &Path, cmd: &[&str]) -> Command {
-    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes()).expect("path");
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes())
+        .expect("path");
     let mut c = Command::new(cmd[0]);
     c.args(&cmd[1..]).stdin(Stdio::null());
     // SAFETY: open/write/close only between fork and exec.
@@ -350,7 +392,11 @@ impl HttpServer {
                 thread::spawn(move || serve_http(stream, &b));
             }
         });
-        HttpServer { addr, connections, body }
+        HttpServer {
+            addr,
+            connections,
+            body,
+        }
     }
 
     pub fn url(&self) -> String {

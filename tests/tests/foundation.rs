@@ -9,21 +9,45 @@ use std::{
 use mesh_tests::*;
 
 fn records_for<'a>(records: &'a [serde_json::Value], dst: &str) -> Vec<&'a serde_json::Value> {
-    records.iter().filter(|r| r["original_destination"] == dst).collect()
+    records
+        .iter()
+        .filter(|r| r["original_destination"] == dst)
+        .collect()
 }
 
 #[test]
 fn curl_and_python_are_carried_through_the_mesh_and_recorded() {
     let server = HttpServer::start("127.0.0.2");
     let dst = server.addr.to_string();
-    let mesh = Mesh::start("carry", &[("web.yaml", &egress_policy("web", &[dst.clone()]))]);
+    let mesh = Mesh::start(
+        "carry",
+        &[(
+            "web.yaml",
+            &egress_policy("web", std::slice::from_ref(&dst)),
+        )],
+    );
 
     // curl: `exec` keeps the shell's pid, so the printed pid is curl's.
-    let out = mesh.exec("web", &["sh", "-c", &format!("echo $$; exec curl -sS --max-time 20 {}", server.url())]);
-    assert!(out.status.success(), "curl via mesh failed: {}\n{}", stderr(&out), mesh.daemon_log());
+    let out = mesh.exec(
+        "web",
+        &[
+            "sh",
+            "-c",
+            &format!("echo $$; exec curl -sS --max-time 20 {}", server.url()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl via mesh failed: {}\n{}",
+        stderr(&out),
+        mesh.daemon_log()
+    );
     let text = stdout(&out);
     let mut lines = text.lines();
-    let curl_pid: u64 = lines.next().and_then(|l| l.trim().parse().ok()).expect("pid line");
+    let curl_pid: u64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid line");
     assert!(text.contains(&server.body), "unexpected body: {text}");
 
     // Python urllib, unmodified.
@@ -32,9 +56,17 @@ fn curl_and_python_are_carried_through_the_mesh_and_recorded() {
         server.url()
     );
     let out = mesh.exec("web", &["python3", "-c", &script]);
-    assert!(out.status.success(), "python via mesh failed: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "python via mesh failed: {}",
+        stderr(&out)
+    );
     let text = stdout(&out);
-    let py_pid: u64 = text.lines().next().and_then(|l| l.trim().parse().ok()).expect("pid line");
+    let py_pid: u64 = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid line");
     assert!(text.contains(&server.body));
 
     let records = mesh.records();
@@ -44,27 +76,49 @@ fn curl_and_python_are_carried_through_the_mesh_and_recorded() {
         assert_eq!(rec["agent"], "web");
         assert_eq!(rec["pid"].as_u64(), Some(pid), "{rec:#?}");
         assert_eq!(rec["verdict"], "forwarded");
-        assert!(rec["bytes_to_client"].as_u64().unwrap_or(0) >= server.body.len() as u64, "{rec:#?}");
+        assert!(
+            rec["bytes_to_client"].as_u64().unwrap_or(0) >= server.body.len() as u64,
+            "{rec:#?}"
+        );
         assert_ne!(rec["cgroup_id"].as_u64(), Some(0));
     }
 
     // Outside a governed cgroup the same client connects directly: no record.
     let before = mesh.records().len();
     let served_before = server.count();
-    let out = std::process::Command::new("curl").args(["-sS", "--max-time", "20", &server.url()]).output().expect("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", &server.url()])
+        .output()
+        .expect("curl");
     assert!(out.status.success());
     assert_eq!(server.count(), served_before + 1);
-    assert_eq!(mesh.records().len(), before, "an ungoverned connection must not be recorded");
+    assert_eq!(
+        mesh.records().len(),
+        before,
+        "an ungoverned connection must not be recorded"
+    );
 
     // The kernel counted the redirects, and /metrics exports them.
     let metrics = mesh.metrics_text();
     let line = metrics
         .lines()
-        .find(|l| l.starts_with("mesh_cgroup_connects_total{") && l.contains("agent=\"web\"") && l.contains("redirected"))
+        .find(|l| {
+            l.starts_with("mesh_cgroup_connects_total{")
+                && l.contains("agent=\"web\"")
+                && l.contains("redirected")
+        })
         .unwrap_or_else(|| panic!("no redirected series:\n{metrics}"));
-    let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+    let n: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
     assert!(n >= 2.0, "{line}");
-    assert!(metrics.contains("mesh_requests_total{agent=\"web\",protocol=\"tcp\",decision=\"allow\"} 2"), "{metrics}");
+    assert!(
+        metrics
+            .contains("mesh_requests_total{agent=\"web\",protocol=\"tcp\",decision=\"allow\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -73,7 +127,13 @@ fn ipv6_and_ipv4_mapped_destinations_are_governed() {
     let v4 = HttpServer::start("127.0.0.2");
     let mesh = Mesh::start(
         "ipv6",
-        &[("six.yaml", &egress_policy("six", &[format!("[::1]:{}", v6.addr.port()), v4.addr.to_string()]))],
+        &[(
+            "six.yaml",
+            &egress_policy(
+                "six",
+                &[format!("[::1]:{}", v6.addr.port()), v4.addr.to_string()],
+            ),
+        )],
     );
     let out = mesh.exec("six", &["curl", "-sS", "-g", "--max-time", "20", &v6.url()]);
     assert!(out.status.success(), "v6 curl: {}", stderr(&out));
@@ -95,14 +155,24 @@ fn ipv6_and_ipv4_mapped_destinations_are_governed() {
     assert_eq!(r6.len(), 1, "{records:#?}");
     assert_eq!(r6[0]["agent"], "six");
     let r4 = records_for(&records, &v4.addr.to_string());
-    assert_eq!(r4.len(), 1, "mapped destination recorded as IPv4: {records:#?}");
+    assert_eq!(
+        r4.len(),
+        1,
+        "mapped destination recorded as IPv4: {records:#?}"
+    );
     assert_eq!(r4[0]["verdict"], "forwarded");
 }
 
 #[test]
 fn child_cgroups_of_a_governed_cgroup_are_governed() {
     let server = HttpServer::start("127.0.0.2");
-    let mesh = Mesh::start("child", &[("kid.yaml", &egress_policy("kid", &[server.addr.to_string()]))]);
+    let mesh = Mesh::start(
+        "child",
+        &[(
+            "kid.yaml",
+            &egress_policy("kid", &[server.addr.to_string()]),
+        )],
+    );
     let parent = mesh.make_cgroup("manual");
     let out = mesh.meshctl(&["tag", parent.to_str().expect("utf8"), "--agent", "kid"]);
     assert!(out.status.success(), "tag: {}", stderr(&out));
@@ -114,7 +184,9 @@ fn child_cgroups_of_a_governed_cgroup_are_governed() {
     let mine = records_for(&records, &server.addr.to_string());
     assert_eq!(mine.len(), 1, "{records:#?}");
     assert_eq!(mine[0]["agent"], "kid");
-    let child_id = std::fs::metadata(&child).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("ino");
+    let child_id = std::fs::metadata(&child)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("ino");
     assert_eq!(mine[0]["cgroup_id"].as_u64(), Some(child_id));
 }
 
@@ -124,7 +196,10 @@ fn quarantine_refuses_connects_and_stops_established_traffic_until_release() {
     let server = HttpServer::start("127.0.0.2");
     let mesh = Mesh::start(
         "quarantine",
-        &[("q.yaml", &egress_policy("q", &[echo.addr.to_string(), server.addr.to_string()]))],
+        &[(
+            "q.yaml",
+            &egress_policy("q", &[echo.addr.to_string(), server.addr.to_string()]),
+        )],
     );
     // A long-lived governed client, stepped through stdin.
     let script = format!(
@@ -164,21 +239,41 @@ print('restored' if s.recv(1) == b'b' else 'lost', flush=True)
     assert!(out.status.success(), "quarantine: {}", stderr(&out));
     assert_eq!(mesh.status()["agents"][0]["quarantined"], true);
     writeln!(stdin, "go").expect("step");
-    assert_eq!(next(), "blocked", "traffic must stop on an established connection");
+    assert_eq!(
+        next(),
+        "blocked",
+        "traffic must stop on an established connection"
+    );
 
     // New connects are refused in the kernel (EPERM), also for new cgroups of the agent.
     let served = server.count();
     let out = mesh.exec("q", &["curl", "-sS", "--max-time", "10", &server.url()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).to_lowercase().contains("not permitted") || out.status.code() == Some(7), "{}", stderr(&out));
-    assert_eq!(server.count(), served, "a quarantined connect reached the server");
-    let refused = mesh.records().into_iter().filter(|r| r["verdict"] == "refused_kernel" && r["agent"] == "q").count();
+    assert!(
+        stderr(&out).to_lowercase().contains("not permitted") || out.status.code() == Some(7),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        server.count(),
+        served,
+        "a quarantined connect reached the server"
+    );
+    let refused = mesh
+        .records()
+        .into_iter()
+        .filter(|r| r["verdict"] == "refused_kernel" && r["agent"] == "q")
+        .count();
     assert!(refused >= 1, "kernel refusal recorded");
 
     let out = mesh.meshctl(&["release", "q"]);
     assert!(out.status.success(), "release: {}", stderr(&out));
     writeln!(stdin, "go").expect("step");
-    assert_eq!(next(), "restored", "the established connection resumes after release");
+    assert_eq!(
+        next(),
+        "restored",
+        "the established connection resumes after release"
+    );
     let out = mesh.exec("q", &["curl", "-sS", "--max-time", "20", &server.url()]);
     assert!(out.status.success(), "after release: {}", stderr(&out));
     assert!(client.wait().expect("wait").success());
@@ -190,12 +285,21 @@ fn killed_daemon_fails_closed_and_a_restart_restores_tags_and_quarantine() {
     let allow = [server.addr.to_string()];
     let mut mesh = Mesh::start(
         "restart",
-        &[("k.yaml", &egress_policy("k", &allow)), ("kq.yaml", &egress_policy("kq", &allow))],
+        &[
+            ("k.yaml", &egress_policy("k", &allow)),
+            ("kq.yaml", &egress_policy("kq", &allow)),
+        ],
     );
     let cg = mesh.make_cgroup("k");
     let qcg = mesh.make_cgroup("kq");
-    assert!(mesh.meshctl(&["tag", cg.to_str().expect("utf8"), "--agent", "k"]).status.success());
-    assert!(mesh.meshctl(&["tag", qcg.to_str().expect("utf8"), "--agent", "kq"]).status.success());
+    assert!(mesh
+        .meshctl(&["tag", cg.to_str().expect("utf8"), "--agent", "k"])
+        .status
+        .success());
+    assert!(mesh
+        .meshctl(&["tag", qcg.to_str().expect("utf8"), "--agent", "kq"])
+        .status
+        .success());
     assert!(mesh.meshctl(&["quarantine", "kq"]).status.success());
     let curl = ["curl", "-sS", "--max-time", "10", &server.url()];
     assert!(run_in_cgroup(&cg, &curl).status.success());
@@ -203,32 +307,67 @@ fn killed_daemon_fails_closed_and_a_restart_restores_tags_and_quarantine() {
     mesh.kill_daemon();
     let served = server.count();
     let out = run_in_cgroup(&cg, &curl);
-    assert!(!out.status.success(), "governed connect must fail while the daemon is down");
-    assert_eq!(out.status.code(), Some(7), "connection refused expected: {}", stderr(&out));
-    assert_eq!(server.count(), served, "a governed connect went around the mesh");
+    assert!(
+        !out.status.success(),
+        "governed connect must fail while the daemon is down"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "connection refused expected: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        server.count(),
+        served,
+        "a governed connect went around the mesh"
+    );
 
     mesh.start_daemon();
     let status = mesh.status();
     let agents = status["agents"].as_array().expect("agents");
-    let k = agents.iter().find(|a| a["name"] == "k").expect("k survived restart");
-    let kq = agents.iter().find(|a| a["name"] == "kq").expect("kq survived restart");
+    let k = agents
+        .iter()
+        .find(|a| a["name"] == "k")
+        .expect("k survived restart");
+    let kq = agents
+        .iter()
+        .find(|a| a["name"] == "kq")
+        .expect("kq survived restart");
     assert_eq!(k["quarantined"], false);
     assert_eq!(kq["quarantined"], true);
-    assert!(run_in_cgroup(&cg, &curl).status.success(), "traffic flows again");
+    assert!(
+        run_in_cgroup(&cg, &curl).status.success(),
+        "traffic flows again"
+    );
     let out = run_in_cgroup(&qcg, &curl);
-    assert!(!out.status.success(), "quarantine still in force after restart");
+    assert!(
+        !out.status.success(),
+        "quarantine still in force after restart"
+    );
     assert!(mesh.meshctl(&["release", "kq"]).status.success());
     assert!(run_in_cgroup(&qcg, &curl).status.success());
 }
 
 #[test]
 fn direct_connections_to_the_listener_are_closed_not_looped() {
-    let mesh = Mesh::start("loop", &[("l.yaml", &egress_policy("l", &["127.0.0.0/8:*".to_string()]))]);
+    let mesh = Mesh::start(
+        "loop",
+        &[(
+            "l.yaml",
+            &egress_policy("l", &["127.0.0.0/8:*".to_string()]),
+        )],
+    );
     let listener = format!("http://127.0.0.1:{}/", mesh.listen_port);
     let out = mesh.exec("l", &["curl", "-sS", "--max-time", "10", &listener]);
     assert!(!out.status.success());
     let records = mesh.records();
-    assert!(records.iter().any(|r| r["verdict"] == "no_original_destination"), "{records:#?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["verdict"] == "no_original_destination"),
+        "{records:#?}"
+    );
     // Still serving.
     let server = HttpServer::start("127.0.0.2");
     let out = mesh.exec("l", &["curl", "-sS", "--max-time", "20", &server.url()]);
@@ -240,23 +379,40 @@ fn an_agent_without_policy_is_refused_with_a_record() {
     let server = HttpServer::start("127.0.0.2");
     let mesh = Mesh::start("nopolicy", &[]);
     let started = Instant::now();
-    let out = mesh.exec("stranger", &["curl", "-sS", "--max-time", "30", &server.url()]);
+    let out = mesh.exec(
+        "stranger",
+        &["curl", "-sS", "--max-time", "30", &server.url()],
+    );
     assert!(!out.status.success());
     // Closed, not hung until curl's own timeout.
-    assert_ne!(out.status.code(), Some(28), "curl timed out: the refusal must be a closed connection");
+    assert_ne!(
+        out.status.code(),
+        Some(28),
+        "curl timed out: the refusal must be a closed connection"
+    );
     let _ = started;
     assert_eq!(server.count(), 0);
     let records = mesh.records();
     let r = records_for(&records, &server.addr.to_string());
     assert_eq!(r.len(), 1, "{records:#?}");
     assert_eq!(r[0]["verdict"], "refused_policy");
-    assert!(r[0]["reason"].as_str().unwrap_or("").contains("no policy"), "{:#?}", r[0]);
+    assert!(
+        r[0]["reason"].as_str().unwrap_or("").contains("no policy"),
+        "{:#?}",
+        r[0]
+    );
 }
 
 #[test]
 fn two_hundred_concurrent_connections_carry_a_mebibyte_each_way_intact() {
     let echo = EchoServer::start("127.0.0.2");
-    let mesh = Mesh::start("bulk", &[("bulk.yaml", &egress_policy("bulk", &[echo.addr.to_string()]))]);
+    let mesh = Mesh::start(
+        "bulk",
+        &[(
+            "bulk.yaml",
+            &egress_policy("bulk", &[echo.addr.to_string()]),
+        )],
+    );
     let script = format!(
         r#"
 import asyncio, hashlib, os
@@ -296,14 +452,26 @@ asyncio.run(main())
 fn sigterm_drains_and_keeps_pinned_state() {
     let mut mesh = Mesh::start("drain", &[]);
     let cg = mesh.make_cgroup("d");
-    assert!(mesh.meshctl(&["tag", cg.to_str().expect("utf8"), "--agent", "d"]).status.success());
+    assert!(mesh
+        .meshctl(&["tag", cg.to_str().expect("utf8"), "--agent", "d"])
+        .status
+        .success());
     let status = mesh.stop_daemon().expect("stopped");
     assert!(status.success(), "graceful exit: {status}");
     let pins = mesh.bpffs_dir.join("v1");
     assert!(pins.join("MESH_TAGS").exists(), "maps stay pinned");
-    assert!(pins.join("links").read_dir().map(|d| d.count()).unwrap_or(0) >= 5, "links stay pinned");
+    assert!(
+        pins.join("links")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            >= 5,
+        "links stay pinned"
+    );
     mesh.start_daemon();
-    assert!(mesh.status()["agents"].as_array().is_some_and(|a| a.iter().any(|x| x["name"] == "d")));
+    assert!(mesh.status()["agents"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["name"] == "d")));
 }
 
 #[test]
@@ -314,10 +482,17 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
         .output()
         .expect("meshctl");
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("cannot reach mesh-agent"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach mesh-agent"),
+        "{}",
+        stderr(&out)
+    );
 
     // Usage error: exit 2.
-    let out = std::process::Command::new(meshctl_bin()).args(["frobnicate"]).output().expect("meshctl");
+    let out = std::process::Command::new(meshctl_bin())
+        .args(["frobnicate"])
+        .output()
+        .expect("meshctl");
     assert_eq!(out.status.code(), Some(2));
 
     let mesh = Mesh::start("badinput", &[]);
@@ -332,12 +507,26 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     // Malformed config: file:line:col.
     let bad = mesh.dir.join("bad-config.yaml");
     std::fs::write(&bad, "listen: [\"127.0.0.1:1\"]\nlisten_typo: 3\n").expect("write");
-    let out = std::process::Command::new(mesh_agent_bin()).args(["run", "--config"]).arg(&bad).output().expect("run");
+    let out = std::process::Command::new(mesh_agent_bin())
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&format!("{}:2:1", bad.display())), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}:2:1", bad.display())),
+        "{}",
+        stderr(&out)
+    );
 
     // Malformed policy: file:line:col, and the daemon does not start.
-    let mut broken = Mesh::new("badpolicy", &[("broken.yaml", "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: b\negress:\n  alow: []\n")]);
+    let mut broken = Mesh::new(
+        "badpolicy",
+        &[(
+            "broken.yaml",
+            "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: b\negress:\n  alow: []\n",
+        )],
+    );
     let out = std::process::Command::new(mesh_agent_bin())
         .args(["run", "--config"])
         .arg(&broken.config)

@@ -12,10 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 
 use crate::{
-    setup::{Want, ensure_setup},
+    setup::{ensure_setup, Want},
     util::{cargo, cgroup2_mount, ensure_bpffs, is_root, repo_root, run, target_dir},
 };
 
@@ -113,9 +113,14 @@ fn show(cmd: &mut Command) -> Result<std::process::Output> {
         .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect();
-    let shown = shown.join(" ").replace(&format!("{}/", target_dir().join("debug").display()), "");
+    let shown = shown
+        .join(" ")
+        .replace(&format!("{}/", target_dir().join("debug").display()), "");
     println!("    $ {shown}");
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {shown}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {shown}"))?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         println!("      {line}");
     }
@@ -127,10 +132,15 @@ fn show(cmd: &mut Command) -> Result<std::process::Output> {
 }
 
 fn free_port(preferred: u16) -> u16 {
-    if TcpListener::bind(("127.0.0.1", preferred)).is_ok() && TcpListener::bind(("::1", preferred)).is_ok() {
+    if TcpListener::bind(("127.0.0.1", preferred)).is_ok()
+        && TcpListener::bind(("::1", preferred)).is_ok()
+    {
         return preferred;
     }
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(15001)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(15001)
 }
 
 fn wait_ready(metrics: SocketAddr) -> bool {
@@ -167,7 +177,10 @@ pub fn demo() -> Result<ExitCode> {
     let dir = target_dir().join("demo");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("www"))?;
-    std::fs::write(dir.join("www/index.html"), "Hello from the demo server on 127.0.0.2:8080\n")?;
+    std::fs::write(
+        dir.join("www/index.html"),
+        "Hello from the demo server on 127.0.0.2:8080\n",
+    )?;
     let listen_port = free_port(15001);
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port(9464)).parse()?;
     let mut demo = Demo {
@@ -204,9 +217,19 @@ pub fn demo() -> Result<ExitCode> {
     println!("mesh-agent by eBPF; the daemon knows from the kernel who it is, enforces the");
     println!("agent's egress policy (policies/demo.yaml) and can quarantine it in the kernel.");
 
-    step(1, "Start a plain web server on 127.0.0.2:8080 (stands in for a remote API)");
+    step(
+        1,
+        "Start a plain web server on 127.0.0.2:8080 (stands in for a remote API)",
+    );
     let server = Command::new("python3")
-        .args(["-m", "http.server", "--bind", SERVER_IP, &SERVER_PORT.to_string(), "--directory"])
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            SERVER_IP,
+            &SERVER_PORT.to_string(),
+            "--directory",
+        ])
         .arg(dir.join("www"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -215,7 +238,10 @@ pub fn demo() -> Result<ExitCode> {
     demo.children.push(server);
     say("python3 -m http.server, ungoverned");
 
-    step(2, "Start mesh-agent, attached to its own cgroup (never the cgroup root)");
+    step(
+        2,
+        "Start mesh-agent, attached to its own cgroup (never the cgroup root)",
+    );
     let log = std::fs::File::create(dir.join("mesh-agent.log"))?;
     let daemon = Command::new(demo.bin.join("mesh-agent"))
         .arg("run")
@@ -227,22 +253,63 @@ pub fn demo() -> Result<ExitCode> {
         .context("starting mesh-agent")?;
     demo.children.push(daemon);
     if !wait_ready(metrics) {
-        bail!("mesh-agent did not become ready; see {}", dir.join("mesh-agent.log").display());
+        bail!(
+            "mesh-agent did not become ready; see {}",
+            dir.join("mesh-agent.log").display()
+        );
     }
-    say(&format!("attached to {}; proxy on 127.0.0.1:{listen_port} and [::1]:{listen_port}", attach.display()));
-    say(&format!("metrics on http://{metrics}/metrics; log in {}", dir.join("mesh-agent.log").display()));
+    say(&format!(
+        "attached to {}; proxy on 127.0.0.1:{listen_port} and [::1]:{listen_port}",
+        attach.display()
+    ));
+    say(&format!(
+        "metrics on http://{metrics}/metrics; log in {}",
+        dir.join("mesh-agent.log").display()
+    ));
 
-    step(3, "Run curl as agent `demo`: the kernel redirects its connect() to the mesh");
-    show(&mut meshctl(&["exec", "--agent", "demo", "--", "curl", "-sS", "--max-time", "10", &url]))?;
+    step(
+        3,
+        "Run curl as agent `demo`: the kernel redirects its connect() to the mesh",
+    );
+    show(&mut meshctl(&[
+        "exec",
+        "--agent",
+        "demo",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        &url,
+    ]))?;
 
-    step(4, "Ask for a port the policy does not allow: the mesh closes the connection");
+    step(
+        4,
+        "Ask for a port the policy does not allow: the mesh closes the connection",
+    );
     let forbidden = format!("http://{SERVER_IP}:{FORBIDDEN_PORT}/");
-    show(&mut meshctl(&["exec", "--agent", "demo", "--", "curl", "-sS", "--max-time", "10", &forbidden]))?;
+    show(&mut meshctl(&[
+        "exec",
+        "--agent",
+        "demo",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        &forbidden,
+    ]))?;
 
-    step(5, "Every governed connection has a record: agent, pid, original destination, verdict, why");
+    step(
+        5,
+        "Every governed connection has a record: agent, pid, original destination, verdict, why",
+    );
     show(&mut meshctl(&["audit", "tail", "-n", "5"]))?;
 
-    step(6, "Start a long-running agent that fetches the page every half second");
+    step(
+        6,
+        "Start a long-running agent that fetches the page every half second",
+    );
     let agent_log = dir.join("agent.log");
     let script = format!(
         "import os, time, urllib.request\n\
@@ -265,7 +332,10 @@ pub fn demo() -> Result<ExitCode> {
     show_tail(&agent_log, 3);
     show(&mut meshctl(&["status"]))?;
 
-    step(7, "Quarantine the agent: one map write; connects now fail in the kernel");
+    step(
+        7,
+        "Quarantine the agent: one map write; connects now fail in the kernel",
+    );
     show(&mut meshctl(&["quarantine", "demo"]))?;
     thread::sleep(Duration::from_secs(2));
     show_tail(&agent_log, 3);
@@ -276,7 +346,10 @@ pub fn demo() -> Result<ExitCode> {
     thread::sleep(Duration::from_secs(2));
     show_tail(&agent_log, 3);
 
-    step(9, "Stop and clean up: daemon, cgroups, pinned BPF objects, server");
+    step(
+        9,
+        "Stop and clean up: daemon, cgroups, pinned BPF objects, server",
+    );
     drop(demo);
     say("done: nothing is left attached or pinned.");
     Ok(ExitCode::SUCCESS)

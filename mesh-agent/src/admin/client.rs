@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::UnixStream;
 
 use super::api::ErrorBody;
@@ -14,7 +14,10 @@ use super::api::ErrorBody;
 pub enum ClientError {
     /// The daemon is not there (exit code 3).
     #[error("cannot reach mesh-agent at {path}: {source} (is the daemon running? see --socket / MESH_ADMIN_SOCKET)")]
-    Unreachable { path: PathBuf, source: std::io::Error },
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The daemon answered with a refusal or failure (exit code 1).
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
@@ -28,22 +31,37 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(socket: &Path) -> AdminClient {
-        AdminClient { socket: socket.to_owned() }
+        AdminClient {
+            socket: socket.to_owned(),
+        }
     }
 
     pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         self.call(Method::GET, path, Bytes::new()).await
     }
 
-    pub async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, ClientError> {
+    pub async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.call(Method::POST, path, Bytes::from(bytes)).await
     }
 
-    async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Bytes) -> Result<R, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Unreachable { path: self.socket.clone(), source })?;
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<R, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    path: self.socket.clone(),
+                    source,
+                })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -55,7 +73,10 @@ impl AdminClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let status = resp.status();
         let bytes = resp
             .into_body()

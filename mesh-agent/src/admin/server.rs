@@ -3,9 +3,9 @@ use std::{convert::Infallible, os::unix::fs::PermissionsExt as _, path::Path, sy
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper::{body::Incoming, service::service_fn, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::{net::UnixListener, sync::watch};
 
 use super::api::*;
@@ -84,13 +84,20 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-    json(status, &ErrorBody { error: message.into() })
+    json(
+        status,
+        &ErrorBody {
+            error: message.into(),
+        },
+    )
 }
 
 fn state_error(e: StateError) -> Reply {
@@ -108,10 +115,19 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
     let bytes = Limited::new(req.into_body(), ADMIN_MAX_BODY_BYTES)
         .collect()
         .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading request body: {e}")))?
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("reading request body: {e}"),
+            )
+        })?
         .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
 }
 
 impl Admin {
@@ -124,14 +140,26 @@ impl Admin {
             (Method::GET, STATUS) => self.status(),
             (Method::POST, TAG) => match body::<TagRequest>(req).await {
                 Ok(r) => match self.governor.tag(&r.cgroup, &r.agent) {
-                    Ok((p, id)) => json(StatusCode::OK, &CgroupResponse { cgroup: p.display().to_string(), cgroup_id: id }),
+                    Ok((p, id)) => json(
+                        StatusCode::OK,
+                        &CgroupResponse {
+                            cgroup: p.display().to_string(),
+                            cgroup_id: id,
+                        },
+                    ),
                     Err(e) => state_error(e),
                 },
                 Err(reply) => reply,
             },
             (Method::POST, UNTAG) => match body::<CgroupRequest>(req).await {
                 Ok(r) => match self.governor.untag(&r.cgroup) {
-                    Ok(p) => json(StatusCode::OK, &CgroupResponse { cgroup: p.display().to_string(), cgroup_id: 0 }),
+                    Ok(p) => json(
+                        StatusCode::OK,
+                        &CgroupResponse {
+                            cgroup: p.display().to_string(),
+                            cgroup_id: 0,
+                        },
+                    ),
                     Err(e) => state_error(e),
                 },
                 Err(reply) => reply,
@@ -140,7 +168,13 @@ impl Admin {
                 let on = p == QUARANTINE;
                 match body::<TargetRequest>(req).await {
                     Ok(r) => match self.governor.set_quarantine(&r.target, on) {
-                        Ok(ids) => json(StatusCode::OK, &TargetResponse { target: r.target, cgroups_changed: ids.len() }),
+                        Ok(ids) => json(
+                            StatusCode::OK,
+                            &TargetResponse {
+                                target: r.target,
+                                cgroups_changed: ids.len(),
+                            },
+                        ),
                         Err(e) => state_error(e),
                     },
                     Err(reply) => reply,
@@ -150,7 +184,13 @@ impl Admin {
                 Ok(r) => match self.governor.create_exec_cgroup(&r.agent, uid) {
                     Ok(p) => {
                         let id = crate::cgroup::id_of(&p).unwrap_or(0);
-                        json(StatusCode::OK, &CgroupResponse { cgroup: p.display().to_string(), cgroup_id: id })
+                        json(
+                            StatusCode::OK,
+                            &CgroupResponse {
+                                cgroup: p.display().to_string(),
+                                cgroup_id: id,
+                            },
+                        )
                     }
                     Err(e) => state_error(e),
                 },
@@ -158,7 +198,13 @@ impl Admin {
             },
             (Method::POST, EXEC_DONE) => match body::<CgroupRequest>(req).await {
                 Ok(r) => match self.governor.finish_exec_cgroup(&r.cgroup) {
-                    Ok(()) => json(StatusCode::OK, &CgroupResponse { cgroup: r.cgroup, cgroup_id: 0 }),
+                    Ok(()) => json(
+                        StatusCode::OK,
+                        &CgroupResponse {
+                            cgroup: r.cgroup,
+                            cgroup_id: 0,
+                        },
+                    ),
                     Err(e) => state_error(e),
                 },
                 Err(reply) => reply,
@@ -169,7 +215,12 @@ impl Admin {
                     .find_map(|kv| kv.strip_prefix("n="))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(20usize);
-                json(StatusCode::OK, &RecordsResponse { records: self.records.tail(n) })
+                json(
+                    StatusCode::OK,
+                    &RecordsResponse {
+                        records: self.records.tail(n),
+                    },
+                )
             }
             (_, p) => error(StatusCode::NOT_FOUND, format!("no such endpoint {p}")),
         }

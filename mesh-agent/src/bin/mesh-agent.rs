@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use mesh_agent::{config::Config, daemon};
 
 #[derive(Parser)]
-#[command(name = "mesh-agent", version, about = "mesh: runtime governance for AI agents (daemon)")]
+#[command(
+    name = "mesh-agent",
+    version,
+    about = "mesh: runtime governance for AI agents (daemon)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

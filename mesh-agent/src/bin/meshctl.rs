@@ -80,7 +80,10 @@ const EXIT_UNREACHABLE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshctl: {e}");
@@ -119,8 +122,15 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
         }
         Command::Tag { cgroup, agent } => {
-            let r: CgroupResponse =
-                client.post(api::TAG, &TagRequest { cgroup: cgroup.clone(), agent: agent.clone() }).await?;
+            let r: CgroupResponse = client
+                .post(
+                    api::TAG,
+                    &TagRequest {
+                        cgroup: cgroup.clone(),
+                        agent: agent.clone(),
+                    },
+                )
+                .await?;
             if json {
                 print_json(&r);
             } else {
@@ -128,7 +138,14 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
         }
         Command::Untag { cgroup } => {
-            let r: CgroupResponse = client.post(api::UNTAG, &CgroupRequest { cgroup: cgroup.clone() }).await?;
+            let r: CgroupResponse = client
+                .post(
+                    api::UNTAG,
+                    &CgroupRequest {
+                        cgroup: cgroup.clone(),
+                    },
+                )
+                .await?;
             if json {
                 print_json(&r);
             } else {
@@ -140,14 +157,28 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 Command::Quarantine { .. } => (api::QUARANTINE, "quarantined"),
                 _ => (api::RELEASE, "released"),
             };
-            let r: TargetResponse = client.post(path, &TargetRequest { target: target.clone() }).await?;
+            let r: TargetResponse = client
+                .post(
+                    path,
+                    &TargetRequest {
+                        target: target.clone(),
+                    },
+                )
+                .await?;
             if json {
                 print_json(&r);
             } else {
-                println!("{verb} {} ({} cgroup{})", r.target, r.cgroups_changed, plural(r.cgroups_changed));
+                println!(
+                    "{verb} {} ({} cgroup{})",
+                    r.target,
+                    r.cgroups_changed,
+                    plural(r.cgroups_changed)
+                );
             }
         }
-        Command::Audit { command: AuditCommand::Tail { n } } => {
+        Command::Audit {
+            command: AuditCommand::Tail { n },
+        } => {
             let r: RecordsResponse = client.get(&format!("{}?n={n}", api::RECORDS)).await?;
             if json {
                 print_json(&r);
@@ -161,14 +192,25 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// Creates a governed cgroup through the daemon, runs CMD inside it (placed
 /// before exec, so its first connect is already governed), then hands the
 /// cgroup back.
 async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitCode, ClientError> {
-    let r: CgroupResponse = client.post(api::EXEC, &ExecRequest { agent: agent.to_owned() }).await?;
+    let r: CgroupResponse = client
+        .post(
+            api::EXEC,
+            &ExecRequest {
+                agent: agent.to_owned(),
+            },
+        )
+        .await?;
     let procs = CString::new(format!("{}/cgroup.procs", r.cgroup))
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     let mut command = std::process::Command::new(&cmd[0]);
@@ -193,8 +235,14 @@ async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitC
     let status = tokio::task::spawn_blocking(move || command.status())
         .await
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let done: Result<CgroupResponse, _> =
-        client.post(api::EXEC_DONE, &CgroupRequest { cgroup: r.cgroup.clone() }).await;
+    let done: Result<CgroupResponse, _> = client
+        .post(
+            api::EXEC_DONE,
+            &CgroupRequest {
+                cgroup: r.cgroup.clone(),
+            },
+        )
+        .await;
     if let Err(e) = done {
         eprintln!("meshctl: warning: releasing cgroup {}: {e}", r.cgroup);
     }
@@ -207,14 +255,33 @@ async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitC
         Err(e) => {
             eprintln!("meshctl: cannot run {}: {e}", cmd[0]);
             // Like a shell: 127 when the command is not found.
-            Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }))
+            Ok(ExitCode::from(
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                },
+            ))
         }
     }
 }
 
 fn print_status(s: &StatusResponse) {
-    println!("mesh-agent {}  listen {}  attach {}", s.version, s.listen.join(", "), s.attach_cgroup);
-    println!("active connections: {}   agents with policy: {}", s.active_connections, if s.policy_agents.is_empty() { "none".to_owned() } else { s.policy_agents.join(", ") });
+    println!(
+        "mesh-agent {}  listen {}  attach {}",
+        s.version,
+        s.listen.join(", "),
+        s.attach_cgroup
+    );
+    println!(
+        "active connections: {}   agents with policy: {}",
+        s.active_connections,
+        if s.policy_agents.is_empty() {
+            "none".to_owned()
+        } else {
+            s.policy_agents.join(", ")
+        }
+    );
     println!();
     if s.agents.is_empty() {
         println!("no governed agents");
@@ -229,7 +296,11 @@ fn print_status(s: &StatusResponse) {
         println!(
             "{:<20} {:<12} {:>7} {:>9} {:>10} {:>8} {:>12} {:>12}",
             a.name,
-            if a.quarantined { "QUARANTINED" } else { "active" },
+            if a.quarantined {
+                "QUARANTINED"
+            } else {
+                "active"
+            },
             a.cgroups.len(),
             t.connects,
             t.redirected,
@@ -239,14 +310,18 @@ fn print_status(s: &StatusResponse) {
         );
     }
     println!();
-    println!("{:<20} {:<10} {:<12} {}", "AGENT", "CGROUP ID", "STATE", "CGROUP");
+    println!("{:<20} {:<10} {:<12} CGROUP", "AGENT", "CGROUP ID", "STATE");
     for a in &s.agents {
         for c in &a.cgroups {
             println!(
                 "{:<20} {:<10} {:<12} {}",
                 a.name,
                 c.id,
-                if c.quarantined { "QUARANTINED" } else { "active" },
+                if c.quarantined {
+                    "QUARANTINED"
+                } else {
+                    "active"
+                },
                 c.path.as_deref().unwrap_or("(removed)")
             );
         }
@@ -259,8 +334,8 @@ fn print_records(records: &[ConnectionRecord]) {
         return;
     }
     println!(
-        "{:<6} {:<14} {:>7} {:<24} {:<24} {:>9} {:>9} {}",
-        "ID", "AGENT", "PID", "DESTINATION", "VERDICT", "UP", "DOWN", "WHY"
+        "{:<6} {:<14} {:>7} {:<24} {:<24} {:>9} {:>9} WHY",
+        "ID", "AGENT", "PID", "DESTINATION", "VERDICT", "UP", "DOWN"
     );
     for r in records {
         println!(

@@ -2,14 +2,17 @@
 use std::os::fd::BorrowedFd;
 
 use aya::{
+    programs::{links::FdLink, CgroupAttachMode, CgroupSockAddr},
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
 };
 use mesh_common::program_names::{CONNECT4, CONNECT6};
 
-use super::{BpfError, load_and_attach};
+use super::{load_and_attach, BpfError};
 
-pub fn attach(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>) -> Result<Vec<(&'static str, FdLink)>, BpfError> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    cgroup: BorrowedFd<'_>,
+) -> Result<Vec<(&'static str, FdLink)>, BpfError> {
     [CONNECT4, CONNECT6]
         .into_iter()
         .map(|name| {

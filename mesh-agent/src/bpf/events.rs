@@ -1,9 +1,9 @@
 //! Reader of `MESH_EVENTS`: connects the kernel refused or could not record.
 use aya::{
-    Ebpf,
     maps::{MapData, RingBuf},
+    Ebpf,
 };
-use mesh_common::{ConnectEvent, map_names::EVENTS};
+use mesh_common::{map_names::EVENTS, ConnectEvent};
 use tokio::io::unix::AsyncFd;
 
 use super::BpfError;
@@ -18,7 +18,10 @@ impl EventReader {
             .take_map(EVENTS)
             .ok_or(BpfError::MissingMap(EVENTS))?
             .try_into()
-            .map_err(|source| BpfError::Map { name: EVENTS, source })?;
+            .map_err(|source| BpfError::Map {
+                name: EVENTS,
+                source,
+            })?;
         Ok(EventReader { ring })
     }
 
@@ -26,8 +29,9 @@ impl EventReader {
     pub async fn run(self, mut sink: impl FnMut(ConnectEvent)) -> std::io::Result<()> {
         // SAFETY: the ring buffer owns its fd, which stays open for as long as
         // the AsyncFd holds it.
-        let mut fd = unsafe { AsyncFd::register_with_interest(self.ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut fd =
+            unsafe { AsyncFd::register_with_interest(self.ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
         loop {
             let mut guard = fd.readable_mut().await?;
             let ring = guard.get_inner_mut();

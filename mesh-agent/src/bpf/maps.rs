@@ -3,12 +3,12 @@
 use std::sync::Mutex;
 
 use aya::{
-    Ebpf,
     maps::{Array, HashMap, MapData, PerCpuHashMap},
+    Ebpf,
 };
 use mesh_common::{
-    CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey,
     map_names::{CONFIG, COUNTERS, PEERS, TAGS},
+    CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey,
 };
 
 use super::BpfError;
@@ -82,7 +82,9 @@ impl KernelMaps {
 
 impl GovernanceMaps for KernelMaps {
     fn put_tag(&self, cgroup_id: u64, tag: &CgroupTag) -> Result<(), BpfError> {
-        lock(&self.tags).insert(cgroup_id, tag, 0).map_err(map_err(TAGS))
+        lock(&self.tags)
+            .insert(cgroup_id, tag, 0)
+            .map_err(map_err(TAGS))
     }
 
     fn delete_tag(&self, cgroup_id: u64) -> Result<(), BpfError> {
@@ -93,15 +95,20 @@ impl GovernanceMaps for KernelMaps {
     }
 
     fn tags(&self) -> Result<Vec<(u64, CgroupTag)>, BpfError> {
-        lock(&self.tags).iter().map(|r| r.map_err(map_err(TAGS))).collect()
+        lock(&self.tags)
+            .iter()
+            .map(|r| r.map_err(map_err(TAGS)))
+            .collect()
     }
 
     fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError> {
         match lock(&self.counters).get(&cgroup_id, 0) {
-            Ok(per_cpu) => Ok(per_cpu.iter().fold(CgroupCounters::default(), |mut sum, c| {
-                sum.add(c);
-                sum
-            })),
+            Ok(per_cpu) => Ok(per_cpu
+                .iter()
+                .fold(CgroupCounters::default(), |mut sum, c| {
+                    sum.add(c);
+                    sum
+                })),
             Err(aya::maps::MapError::KeyNotFound) => Ok(CgroupCounters::default()),
             Err(e) => Err(map_err(COUNTERS)(e)),
         }
@@ -145,7 +152,10 @@ impl GovernanceMaps for MemoryMaps {
         Ok(lock(&self.tags).iter().map(|(k, v)| (*k, *v)).collect())
     }
     fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError> {
-        Ok(lock(&self.counters).get(&cgroup_id).copied().unwrap_or_default())
+        Ok(lock(&self.counters)
+            .get(&cgroup_id)
+            .copied()
+            .unwrap_or_default())
     }
     fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError> {
         lock(&self.counters).remove(&cgroup_id);

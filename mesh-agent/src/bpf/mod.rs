@@ -19,10 +19,10 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
     programs::links::{FdLink, PinnedLink},
+    Ebpf, EbpfLoader,
 };
-use mesh_common::{LAYOUT_VERSION, MeshConfig};
+use mesh_common::{MeshConfig, LAYOUT_VERSION};
 use tracing::{info, warn};
 
 pub use maps::{GovernanceMaps, KernelMaps, OrigDstSource};
@@ -37,17 +37,26 @@ pub enum BpfError {
     #[error("loading the kernel programs: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("program {0} missing from the embedded object")]
     MissingProgram(&'static str),
     #[error("map {0} missing from the embedded object")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("link {path}: {message}")]
     Link { path: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -86,10 +95,14 @@ fn link_pin_path(pin_dir: &Path, program: &str) -> PathBuf {
 pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
     ensure_bpffs(settings.bpffs_dir)?;
     let pins = pin_dir(settings.bpffs_dir);
-    fs::create_dir_all(pins.join("links"))
-        .map_err(|source| BpfError::Io { path: pins.clone(), source })?;
+    fs::create_dir_all(pins.join("links")).map_err(|source| BpfError::Io {
+        path: pins.clone(),
+        source,
+    })?;
 
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(&pins).load(EBPF_OBJECT)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&pins)
+        .load(EBPF_OBJECT)?;
     // The logger must exist before the programs load (it owns the log ring
     // buffer they reference).
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -122,7 +135,12 @@ pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
         pin_dir = %pins.display(),
         "kernel programs attached"
     );
-    Ok(LoadedBpf { maps: std::sync::Arc::new(maps), events, logger, _ebpf: ebpf })
+    Ok(LoadedBpf {
+        maps: std::sync::Arc::new(maps),
+        events,
+        logger,
+        _ebpf: ebpf,
+    })
 }
 
 /// Finds program `name` as type `P`, lets `attach` load and attach it, and
@@ -142,8 +160,10 @@ where
         .try_into()
         .map_err(|source| BpfError::Program { name, source })?;
     let link = attach(prog).map_err(|source| BpfError::Program { name, source })?;
-    let link = FdLink::try_from(link)
-        .map_err(|e| BpfError::Link { path: name.into(), message: e.to_string() })?;
+    let link = FdLink::try_from(link).map_err(|e| BpfError::Link {
+        path: name.into(),
+        message: e.to_string(),
+    })?;
     Ok((name, link))
 }
 
@@ -168,8 +188,10 @@ fn replace_pinned_link(pins: &Path, name: &'static str, link: FdLink) -> Result<
             }
         }
     }
-    link.pin(&path)
-        .map_err(|e| BpfError::Link { path: path.clone(), message: e.to_string() })?;
+    link.pin(&path).map_err(|e| BpfError::Link {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     Ok(())
 }
 
@@ -180,7 +202,10 @@ pub fn cleanup(bpffs_dir: &Path) -> Result<(), BpfError> {
     if !pins.exists() {
         return Ok(());
     }
-    fs::remove_dir_all(&pins).map_err(|source| BpfError::Io { path: pins.clone(), source })?;
+    fs::remove_dir_all(&pins).map_err(|source| BpfError::Io {
+        path: pins.clone(),
+        source,
+    })?;
     let _ = fs::remove_dir(bpffs_dir);
     Ok(())
 }
@@ -214,8 +239,10 @@ fn redirect_target(listen: &[SocketAddr], attach_level: u32) -> Result<MeshConfi
 
 /// Mounts bpffs at the mount point above `bpffs_dir` when none is mounted.
 fn ensure_bpffs(bpffs_dir: &Path) -> Result<(), BpfError> {
-    let mounts = fs::read_to_string("/proc/self/mounts")
-        .map_err(|source| BpfError::Io { path: "/proc/self/mounts".into(), source })?;
+    let mounts = fs::read_to_string("/proc/self/mounts").map_err(|source| BpfError::Io {
+        path: "/proc/self/mounts".into(),
+        source,
+    })?;
     let covered = mounts.lines().any(|line| {
         let mut fields = line.split_whitespace();
         let (_, mount_point, fstype) = (fields.next(), fields.next(), fields.next());
@@ -235,7 +262,13 @@ fn ensure_bpffs(bpffs_dir: &Path) -> Result<(), BpfError> {
     let target = c"/sys/fs/bpf";
     // SAFETY: plain mount(2) with NUL-terminated strings and no data.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(BpfError::Bpffs(format!(

@@ -2,12 +2,12 @@
 use std::os::fd::BorrowedFd;
 
 use aya::{
+    programs::{links::FdLink, CgroupAttachMode, SockOps},
     Ebpf,
-    programs::{CgroupAttachMode, SockOps, links::FdLink},
 };
 use mesh_common::program_names::SOCK_OPS;
 
-use super::{BpfError, load_and_attach};
+use super::{load_and_attach, BpfError};
 
 pub fn attach(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>) -> Result<(&'static str, FdLink), BpfError> {
     load_and_attach(ebpf, SOCK_OPS, |prog: &mut SockOps| {

@@ -53,7 +53,10 @@ fn mapped(ip: IpAddr) -> Ipv6Addr {
 impl ClientAddr {
     /// The `MESH_PEERS` key: IPv4 stored IPv4-mapped, as sock_ops writes it.
     pub fn peer_key(&self) -> PeerKey {
-        PeerKey { addr: ip6_words(mapped(self.0.ip())), port: u32::from(self.0.port()) }
+        PeerKey {
+            addr: ip6_words(mapped(self.0.ip())),
+            port: u32::from(self.0.port()),
+        }
     }
 }
 

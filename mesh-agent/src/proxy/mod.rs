@@ -8,8 +8,8 @@ use std::{
     net::SocketAddr,
     os::fd::AsRawFd,
     sync::{
-        Arc,
         atomic::{AtomicUsize, Ordering},
+        Arc,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -18,7 +18,7 @@ use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
     sync::watch,
 };
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::{debug, info_span, warn, Instrument as _};
 
 use self::addr::{ClientAddr, OrigDst};
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
     config::UPSTREAM_CONNECT_TIMEOUT,
     metrics::Metrics,
     policy::{EgressDecision, EgressPolicy},
-    records::{ConnectionRecord, RecordLog, Verdict, unix_ms},
+    records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::Governor,
 };
 
@@ -76,7 +76,11 @@ struct Identity {
 
 impl Proxy {
     /// Accepts until `shutdown` turns true.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -142,7 +146,10 @@ impl Proxy {
                 Some(agent) => self.policy.decide_egress(agent, dst.normalized(), None),
                 None => EgressDecision::Refuse {
                     rule: "unknown-agent".into(),
-                    reason: format!("agent id {:#x} has no name (untagged meanwhile)", kernel.agent_id),
+                    reason: format!(
+                        "agent id {:#x} has no name (untagged meanwhile)",
+                        kernel.agent_id
+                    ),
                 },
             };
             let rule = match decision {
@@ -252,7 +259,10 @@ async fn connect_upstream(dst: OrigDst, mark: Option<u32>) -> std::io::Result<Tc
     socket.set_nodelay(true)?;
     match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, socket.connect(target)).await {
         Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream connect timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "upstream connect timed out",
+        )),
     }
 }
 
@@ -267,7 +277,11 @@ fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
             std::mem::size_of::<u32>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -275,7 +289,7 @@ mod tests {
     //! The proxy's logic over in-memory maps: no root, no BPF.
     use std::net::SocketAddr;
 
-    use mesh_common::{CgroupTag, agent_id};
+    use mesh_common::{agent_id, CgroupTag};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
@@ -292,7 +306,14 @@ mod tests {
         let maps = Arc::new(MemoryMaps::default());
         let mut name = [0u8; mesh_common::AGENT_NAME_MAX];
         name[..3].copy_from_slice(b"bot");
-        maps.tags.lock().unwrap().insert(7, CgroupTag { agent_id: agent_id(b"bot"), flags: 0, agent_name: name });
+        maps.tags.lock().unwrap().insert(
+            7,
+            CgroupTag {
+                agent_id: agent_id(b"bot"),
+                flags: 0,
+                agent_name: name,
+            },
+        );
         let layout = CgroupLayout {
             cgroup_root: "/nonexistent".into(),
             attach_cgroup: "/nonexistent/a".into(),
@@ -314,7 +335,12 @@ mod tests {
         let listen = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
         tokio::spawn(proxy.serve(listener, rx));
-        Fixture { maps, records, listen, _shutdown: tx }
+        Fixture {
+            maps,
+            records,
+            listen,
+            _shutdown: tx,
+        }
     }
 
     /// A client socket whose address is recorded, as sock_ops would, before it connects.
@@ -368,7 +394,9 @@ mod tests {
     }
 
     fn policy_allowing(dst: &str) -> String {
-        format!("apiVersion: mesh/v1\nkind: AgentPolicy\nagent: bot\negress:\n  allow: [\"{dst}\"]\n")
+        format!(
+            "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: bot\negress:\n  allow: [\"{dst}\"]\n"
+        )
     }
 
     #[tokio::test]
@@ -385,10 +413,19 @@ mod tests {
         let r = &records[0];
         assert_eq!(r.verdict, Verdict::Forwarded);
         assert_eq!(r.agent.as_deref(), Some("bot"));
-        assert_eq!((r.pid, r.uid, r.cgroup_id, r.governing_cgroup_id), (4242, 1000, 8, 7));
-        assert_eq!(r.original_destination.as_deref(), Some(upstream.to_string().as_str()));
+        assert_eq!(
+            (r.pid, r.uid, r.cgroup_id, r.governing_cgroup_id),
+            (4242, 1000, 8, 7)
+        );
+        assert_eq!(
+            r.original_destination.as_deref(),
+            Some(upstream.to_string().as_str())
+        );
         assert_eq!((r.bytes_to_upstream, r.bytes_to_client), (4, 4));
-        assert!(f.maps.peers.lock().unwrap().is_empty(), "the entry is consumed");
+        assert!(
+            f.maps.peers.lock().unwrap().is_empty(),
+            "the entry is consumed"
+        );
     }
 
     #[tokio::test]
@@ -428,6 +465,14 @@ mod tests {
         assert!(matches!(client.read(&mut buf).await, Ok(0) | Err(_)));
         let records = wait_records(&f.records, 1).await;
         assert_eq!(records[0].verdict, Verdict::UpstreamFailed);
-        assert!(records[0].reason.as_deref().unwrap_or("").contains("refused"), "{:?}", records[0]);
+        assert!(
+            records[0]
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("refused"),
+            "{:?}",
+            records[0]
+        );
     }
 }

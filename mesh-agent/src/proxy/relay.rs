@@ -87,7 +87,13 @@ impl Pipe {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A bigger pipe moves more per syscall; failure just keeps the default.
         // SAFETY: fcntl on a valid fd.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, RELAY_BUFFER_BYTES as libc::c_int) };
+        unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                RELAY_BUFFER_BYTES as libc::c_int,
+            )
+        };
         Ok(Pipe { read, write })
     }
 }
@@ -104,7 +110,11 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
             libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
         )
     };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 fn shutdown(stream: &TcpStream, how: libc::c_int) {
@@ -135,7 +145,9 @@ async fn splice_one_way(from: &TcpStream, to: &TcpStream, pipe: &Pipe) -> u64 {
             let mut left = filled;
             while left > 0 {
                 to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left)) {
+                match to.try_io(Interest::WRITABLE, || {
+                    splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left)
+                }) {
                     Ok(n) => {
                         left -= n;
                         total += n as u64;
