@@ -417,18 +417,25 @@ fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `sh -c 'ulimit -n N; exec "$0" "$@"' PROGRAM ARGS…`: the same process
-/// (pid) as PROGRAM, with a file descriptor limit fit for 1,000 connections
-/// (the hard limit when N is above it and raising it is not permitted, as in
-/// containers without CAP_SYS_RESOURCE).
+/// `[setpriv --pdeathsig TERM --] sh -c 'ulimit -n N; exec "$0" "$@"' PROGRAM
+/// ARGS…`: the same process (pid) as PROGRAM, with a file descriptor limit fit
+/// for 1,000 connections (the hard limit when N is above it and raising it is
+/// not permitted, as in containers without CAP_SYS_RESOURCE), and sent
+/// SIGTERM if this xtask dies without running its guards (killed from
+/// outside), so nothing it started outlives it.
 fn with_nofile(program: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "ulimit -n {NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
-        ))
-        .arg(program)
-        .args(args);
+    let script = format!(
+        "ulimit -n {NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+    );
+    let setpriv = Path::new("/usr/bin/setpriv");
+    let mut cmd = if setpriv.exists() {
+        let mut c = Command::new(setpriv);
+        c.args(["--pdeathsig", "TERM", "--", "sh"]);
+        c
+    } else {
+        Command::new("sh")
+    };
+    cmd.arg("-c").arg(script).arg(program).args(args);
     cmd
 }
 
@@ -742,6 +749,9 @@ impl<'a> Daemon<'a> {
 
     /// Connections the daemon counted for the bench agent, by decision.
     fn counters(&self) -> MeshCounters {
+        // A connection's record is written when its relay ends, a moment
+        // after the client has exited.
+        thread::sleep(Duration::from_millis(300));
         let text = http_get(self.env.metrics, "/metrics").unwrap_or_default();
         let mut c = MeshCounters::default();
         for line in text.lines() {
