@@ -243,5 +243,15 @@ fn load_policy(config: &Config) -> anyhow::Result<Arc<PolicySet>> {
 pub fn cleanup(config: &Config) -> anyhow::Result<()> {
     check_privileges()?;
     bpf::cleanup(&config.bpffs_dir).context("removing pinned state")?;
+    // The cgroups `run` created, when empty; never the cgroup root. A cgroup
+    // that still holds processes stays (they are no longer governed).
+    for dir in [&config.parent_cgroup, &config.attach_cgroup] {
+        if dir == &config.cgroup_root || !dir.starts_with(&config.cgroup_root) {
+            continue;
+        }
+        if let Err(e) = cgroup::remove(dir) {
+            warn!(cgroup = %dir.display(), error = %e, "left in place");
+        }
+    }
     Ok(())
 }

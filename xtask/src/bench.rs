@@ -645,36 +645,7 @@ fn mesh_cleanup(env: &Env) {
     if env.bpffs_dir.exists() {
         let _ = std::fs::remove_dir_all(&env.bpffs_dir);
     }
-    remove_cgroup_tree(&env.attach_cgroup);
-}
-
-/// Kills what is left in a cgroup tree this run made (cgroup.kill) and
-/// removes it, deepest first.
-fn remove_cgroup_tree(root: &Path) {
-    if !root.exists() {
-        return;
-    }
-    let _ = std::fs::write(root.join("cgroup.kill"), "1");
-    let mut dirs = vec![root.to_owned()];
-    let mut i = 0;
-    while i < dirs.len() {
-        if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    for d in dirs.iter().rev() {
-        for _ in 0..100 {
-            if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
+    crate::util::remove_cgroup_tree(&env.attach_cgroup);
 }
 
 /// One mesh-agent, stopped and cleaned up (pins, cgroups) when dropped.

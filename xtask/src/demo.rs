@@ -68,36 +68,13 @@ impl Drop for Demo {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.bpffs);
-        remove_cgroup_tree(&self.attach);
+        crate::util::remove_cgroup_tree(&self.attach);
     }
 }
 
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn remove_cgroup_tree(root: &Path) {
-    if !root.exists() {
-        return;
-    }
-    let _ = std::fs::write(root.join("cgroup.kill"), "1");
-    let mut dirs = vec![root.to_owned()];
-    let mut i = 0;
-    while i < dirs.len() {
-        if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
-            dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
-        }
-        i += 1;
-    }
-    for d in dirs.iter().rev() {
-        for _ in 0..50 {
-            if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 fn step(n: u32, text: &str) {

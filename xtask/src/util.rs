@@ -225,6 +225,35 @@ pub fn ensure_bpffs() -> Result<()> {
         .context("mount bpffs at /sys/fs/bpf")
 }
 
+/// Kills what is left in a cgroup tree this run made (cgroup.kill) and
+/// removes it, deepest first.
+pub fn remove_cgroup_tree(root: &Path) {
+    if !root.exists() {
+        return;
+    }
+    let _ = std::fs::write(root.join("cgroup.kill"), "1");
+    let mut dirs = vec![root.to_owned()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        for _ in 0..100 {
+            if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

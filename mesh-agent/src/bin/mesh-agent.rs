@@ -43,7 +43,16 @@ fn main() {
         Command::Run { config } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                tokio::runtime::Builder::new_multi_thread()
+                let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                // Tuning knob for measurement (docs/benchmarks.md); default:
+                // one worker per CPU.
+                if let Some(n) = std::env::var("MESH_WORKER_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
+                    runtime.worker_threads(n);
+                }
+                runtime
                     .enable_all()
                     .build()
                     .map_err(anyhow::Error::from)?
