@@ -102,13 +102,6 @@ pub fn move_pid(path: &Path, pid: u32) -> Result<(), CgroupError> {
         .map_err(io_err(&procs))
 }
 
-/// Lets `uid` move processes into the cgroup at `path` (delegation of
-/// `cgroup.procs`), so that an unprivileged `meshctl exec` can place its child.
-pub fn delegate_procs(path: &Path, uid: u32) -> Result<(), CgroupError> {
-    let procs = path.join("cgroup.procs");
-    std::os::unix::fs::chown(&procs, Some(uid), None).map_err(io_err(&procs))
-}
-
 /// Finds the path of cgroup `id` below `within` (depth-first, bounded depth).
 /// Used for display only; ids are what the kernel and the maps use.
 pub fn find_path(within: &Path, id: u64) -> Option<PathBuf> {

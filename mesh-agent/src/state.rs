@@ -34,6 +34,10 @@ pub enum StateError {
     NotGoverned(String),
     #[error("no cgroup is tagged for agent {0:?}")]
     UnknownAgent(String),
+    #[error("no process {0}")]
+    NoSuchProcess(u32),
+    #[error("process {0} is not a child of the caller running as the caller's user")]
+    NotYourProcess(u32),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
@@ -49,6 +53,7 @@ impl StateError {
                 | StateError::NotTagged(_)
                 | StateError::NotGoverned(_)
                 | StateError::UnknownAgent(_)
+                | StateError::NoSuchProcess(_)
         )
     }
 
@@ -340,9 +345,8 @@ impl Governor {
             .find_map(|p| cgroup::id_of(p).ok().and_then(|id| tags.get(&id).copied()))
     }
 
-    /// Creates a fresh cgroup for `meshctl exec`, delegates its process list
-    /// to `uid`, and tags it.
-    pub fn create_exec_cgroup(&self, agent: &str, uid: u32) -> Result<PathBuf, StateError> {
+    /// Creates a fresh cgroup for `meshctl exec` and tags it.
+    pub fn create_exec_cgroup(&self, agent: &str) -> Result<PathBuf, StateError> {
         validate_agent_name(agent)?;
         let seq = self.exec_seq.fetch_add(1, Ordering::Relaxed);
         let path = self
@@ -350,18 +354,44 @@ impl Governor {
             .parent_cgroup
             .join(format!("{agent}-{}-{seq}", std::process::id()));
         cgroup::create(&path)?;
-        let result = (|| {
-            if uid != 0 {
-                cgroup::delegate_procs(&path, uid)?;
-            }
-            let id = cgroup::id_of(&path)?;
-            self.tag_id(&path, id, agent)
-        })();
+        let result = cgroup::id_of(&path)
+            .map_err(StateError::from)
+            .and_then(|id| self.tag_id(&path, id, agent));
         if let Err(e) = result {
             let _ = cgroup::remove(&path);
             return Err(e);
         }
         Ok(path)
+    }
+
+    /// Moves `pid` into an exec cgroup on behalf of the caller `(uid, pid)`
+    /// from the admin socket's credentials. The daemon does the move because
+    /// cgroup v2 lets only a writer of both cgroups' common ancestor migrate a
+    /// process; it accepts only the caller's own child, run as the caller.
+    pub fn attach_exec_pid(
+        &self,
+        given: &str,
+        pid: u32,
+        caller: (u32, Option<u32>),
+    ) -> Result<(), StateError> {
+        let path = cgroup::resolve(&self.layout.cgroup_root, &self.layout.parent_cgroup, given)?;
+        let (caller_uid, caller_pid) = caller;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|_| StateError::NoSuchProcess(pid))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        let parent_ok = caller_pid.is_some() && field("PPid:") == caller_pid;
+        let uid_ok = caller_uid == 0 || field("Uid:") == Some(caller_uid);
+        if !parent_ok || !uid_ok {
+            return Err(StateError::NotYourProcess(pid));
+        }
+        cgroup::move_pid(&path, pid)?;
+        Ok(())
     }
 
     /// Untags and removes a cgroup made by [`Governor::create_exec_cgroup`].
@@ -573,7 +603,7 @@ mod tests {
         std::fs::create_dir_all(&first).unwrap();
         g.tag(first.to_str().unwrap(), "loop").unwrap();
         g.set_quarantine("loop", true).unwrap();
-        let later = g.create_exec_cgroup("loop", 0).unwrap();
+        let later = g.create_exec_cgroup("loop").unwrap();
         let id = crate::cgroup::id_of(&later).unwrap();
         assert!(maps.tags.lock().unwrap()[&id].quarantined());
         g.set_quarantine("loop", false).unwrap();

@@ -255,6 +255,39 @@ impl Mesh {
         v["records"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Records are written when a connection ends, which may be just after
+    /// the client exits: waits (bounded) until `n` records for `dst` exist and
+    /// returns all records then.
+    pub fn records_once(&self, dst: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let records = self.records();
+            let found = records
+                .iter()
+                .filter(|r| r["original_destination"] == dst)
+                .count();
+            if found >= n || Instant::now() > deadline {
+                return records;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until some record satisfies `pred`; returns all records.
+    pub fn records_until(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let records = self.records();
+            if records.iter().any(&pred) || Instant::now() > deadline {
+                return records;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let out = self.meshctl(&["--output", "json", "status"]);
         assert!(

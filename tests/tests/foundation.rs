@@ -69,7 +69,7 @@ fn curl_and_python_are_carried_through_the_mesh_and_recorded() {
         .expect("pid line");
     assert!(text.contains(&server.body));
 
-    let records = mesh.records();
+    let records = mesh.records_once(&dst, 2);
     let mine = records_for(&records, &dst);
     assert_eq!(mine.len(), 2, "one record per connection: {records:#?}");
     for (rec, pid) in mine.iter().zip([curl_pid, py_pid]) {
@@ -150,7 +150,8 @@ fn ipv6_and_ipv4_mapped_destinations_are_governed() {
     assert!(out.status.success(), "mapped: {}", stderr(&out));
     assert!(stdout(&out).contains(&v4.body));
 
-    let records = mesh.records();
+    mesh.records_once(&v4.addr.to_string(), 1);
+    let records = mesh.records_once(&format!("[::1]:{}", v6.addr.port()), 1);
     let r6 = records_for(&records, &format!("[::1]:{}", v6.addr.port()));
     assert_eq!(r6.len(), 1, "{records:#?}");
     assert_eq!(r6[0]["agent"], "six");
@@ -180,7 +181,7 @@ fn child_cgroups_of_a_governed_cgroup_are_governed() {
     let child = mesh.make_cgroup("manual/child/grandchild");
     let out = run_in_cgroup(&child, &["curl", "-sS", "--max-time", "20", &server.url()]);
     assert!(out.status.success(), "curl in child: {}", stderr(&out));
-    let records = mesh.records();
+    let records = mesh.records_once(&server.addr.to_string(), 1);
     let mine = records_for(&records, &server.addr.to_string());
     assert_eq!(mine.len(), 1, "{records:#?}");
     assert_eq!(mine[0]["agent"], "kid");
@@ -260,7 +261,7 @@ print('restored' if s.recv(1) == b'b' else 'lost', flush=True)
         "a quarantined connect reached the server"
     );
     let refused = mesh
-        .records()
+        .records_until(|r| r["verdict"] == "refused_kernel" && r["agent"] == "q")
         .into_iter()
         .filter(|r| r["verdict"] == "refused_kernel" && r["agent"] == "q")
         .count();
@@ -361,7 +362,7 @@ fn direct_connections_to_the_listener_are_closed_not_looped() {
     let listener = format!("http://127.0.0.1:{}/", mesh.listen_port);
     let out = mesh.exec("l", &["curl", "-sS", "--max-time", "10", &listener]);
     assert!(!out.status.success());
-    let records = mesh.records();
+    let records = mesh.records_until(|r| r["verdict"] == "no_original_destination");
     assert!(
         records
             .iter()
@@ -392,7 +393,7 @@ fn an_agent_without_policy_is_refused_with_a_record() {
     );
     let _ = started;
     assert_eq!(server.count(), 0);
-    let records = mesh.records();
+    let records = mesh.records_once(&server.addr.to_string(), 1);
     let r = records_for(&records, &server.addr.to_string());
     assert_eq!(r.len(), 1, "{records:#?}");
     assert_eq!(r[0]["verdict"], "refused_policy");
@@ -439,7 +440,7 @@ asyncio.run(main())
     let out = mesh.exec("bulk", &["python3", "-c", &script]);
     assert!(out.status.success(), "bulk client: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "intact 200 of 200");
-    let records = mesh.records();
+    let records = mesh.records_once(&echo.addr.to_string(), 200);
     let mine = records_for(&records, &echo.addr.to_string());
     assert_eq!(mine.len(), 200);
     for r in mine {
@@ -560,4 +561,79 @@ fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+#[test]
+fn an_unprivileged_operator_can_exec_and_only_its_own_child_is_moved() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = HttpServer::start("127.0.0.2");
+    let mesh = Mesh::start(
+        "nonroot",
+        &[("u.yaml", &egress_policy("u", &[server.addr.to_string()]))],
+    );
+    // Normally membership of group mesh-admin grants this.
+    std::fs::set_permissions(&mesh.admin_socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
+    let nobody = 65534;
+    let out = std::process::Command::new(meshctl_bin())
+        .arg("--socket")
+        .arg(&mesh.admin_socket)
+        .args([
+            "exec",
+            "--agent",
+            "u",
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            &server.url(),
+        ])
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .expect("meshctl as nobody");
+    assert!(out.status.success(), "exec as nobody: {}", stderr(&out));
+    assert!(stdout(&out).contains(&server.body));
+    let records = mesh.records_once(&server.addr.to_string(), 1);
+    let mine = records_for(&records, &server.addr.to_string());
+    assert_eq!(mine.len(), 1, "{records:#?}");
+    assert_eq!(
+        mine[0]["uid"].as_u64(),
+        Some(u64::from(nobody)),
+        "uid comes from the kernel"
+    );
+
+    // The daemon moves only the caller's own child: not pid 1.
+    let api = |path: &str, body: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(&mesh.admin_socket)
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-d",
+                body,
+                &format!("http://mesh{path}"),
+            ])
+            .uid(nobody)
+            .gid(nobody)
+            .output()
+            .expect("curl admin")
+    };
+    let created: serde_json::Value =
+        serde_json::from_slice(&api("/v1/exec", r#"{"agent":"u"}"#).stdout).expect("exec json");
+    let cgroup = created["cgroup"].as_str().expect("cgroup").to_owned();
+    let out = api(
+        "/v1/exec/attach",
+        &format!(r#"{{"cgroup":"{cgroup}","pid":1}}"#),
+    );
+    assert!(
+        stdout(&out).contains("not a child of the caller"),
+        "{}",
+        stdout(&out)
+    );
+    let procs = std::fs::read_to_string(format!("{cgroup}/cgroup.procs")).expect("procs");
+    assert!(procs.trim().is_empty(), "nothing was moved: {procs}");
+    api("/v1/exec/done", &format!(r#"{{"cgroup":"{cgroup}"}}"#));
 }

@@ -9,6 +9,7 @@ pub const UNTAG: &str = "/v1/untag";
 pub const QUARANTINE: &str = "/v1/quarantine";
 pub const RELEASE: &str = "/v1/release";
 pub const EXEC: &str = "/v1/exec";
+pub const EXEC_ATTACH: &str = "/v1/exec/attach";
 pub const EXEC_DONE: &str = "/v1/exec/done";
 pub const RECORDS: &str = "/v1/records";
 
@@ -55,6 +56,12 @@ pub struct TargetResponse {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ExecRequest {
     pub agent: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttachRequest {
+    pub cgroup: String,
+    pub pid: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -64,12 +64,16 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>, mut shutdown: watc
             },
             _ = shutdown.changed() => return,
         };
-        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let cred = stream.peer_cred().ok();
+        let uid = cred.map(|c| c.uid()).unwrap_or(u32::MAX);
+        let pid = cred
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok());
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.route(req, uid).await) }
+                async move { Ok::<_, Infallible>(admin.route(req, (uid, pid)).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -131,7 +135,9 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
 }
 
 impl Admin {
-    async fn route(&self, req: Request<Incoming>, uid: u32) -> Reply {
+    /// `caller` is the peer's (uid, pid) from the socket credentials.
+    async fn route(&self, req: Request<Incoming>, caller: (u32, Option<u32>)) -> Reply {
+        let uid = caller.0;
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
@@ -181,7 +187,7 @@ impl Admin {
                 }
             }
             (Method::POST, EXEC) => match body::<ExecRequest>(req).await {
-                Ok(r) => match self.governor.create_exec_cgroup(&r.agent, uid) {
+                Ok(r) => match self.governor.create_exec_cgroup(&r.agent) {
                     Ok(p) => {
                         let id = crate::cgroup::id_of(&p).unwrap_or(0);
                         json(
@@ -192,6 +198,19 @@ impl Admin {
                             },
                         )
                     }
+                    Err(e) => state_error(e),
+                },
+                Err(reply) => reply,
+            },
+            (Method::POST, EXEC_ATTACH) => match body::<AttachRequest>(req).await {
+                Ok(r) => match self.governor.attach_exec_pid(&r.cgroup, r.pid, caller) {
+                    Ok(()) => json(
+                        StatusCode::OK,
+                        &CgroupResponse {
+                            cgroup: r.cgroup,
+                            cgroup_id: 0,
+                        },
+                    ),
                     Err(e) => state_error(e),
                 },
                 Err(reply) => reply,

@@ -1,8 +1,11 @@
 //! `meshctl`: the operator CLI, a client of the daemon's admin socket.
 //! Exit codes: 0 ok, 1 refused or failed, 2 usage error, 3 daemon unreachable.
 use std::{
-    ffi::CString,
-    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    io::{Read as _, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::process::{CommandExt as _, ExitStatusExt as _},
+    },
     path::PathBuf,
     process::ExitCode,
 };
@@ -59,6 +62,14 @@ enum Command {
     Quarantine { target: String },
     /// Lift a quarantine.
     Release { target: String },
+    /// Internal: the first stage of `exec`.
+    #[command(hide = true)]
+    ExecGate {
+        #[arg(long)]
+        fd: i32,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
     /// Connection records.
     Audit {
         #[command(subcommand)]
@@ -80,6 +91,7 @@ const EXIT_UNREACHABLE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -187,6 +199,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
         }
         Command::Exec { agent, cmd } => return exec(&client, agent, cmd).await,
+        Command::ExecGate { fd, cmd } => return Ok(exec_gate(*fd, cmd)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -199,9 +212,11 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Creates a governed cgroup through the daemon, runs CMD inside it (placed
-/// before exec, so its first connect is already governed), then hands the
-/// cgroup back.
+/// Creates a governed cgroup through the daemon and runs CMD inside it, then
+/// hands the cgroup back. CMD starts as `meshctl exec-gate`, which waits on a
+/// pipe until the daemon has moved it into the cgroup and only then execs CMD
+/// (same pid), so CMD's first connect is already governed. The daemon does the
+/// move: cgroup v2 would not let an unprivileged caller do it.
 async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitCode, ClientError> {
     let r: CgroupResponse = client
         .post(
@@ -211,30 +226,7 @@ async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitC
             },
         )
         .await?;
-    let procs = CString::new(format!("{}/cgroup.procs", r.cgroup))
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let mut command = std::process::Command::new(&cmd[0]);
-    command.args(&cmd[1..]);
-    // SAFETY: only async-signal-safe calls (open, write, close) between fork
-    // and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
-    let status = tokio::task::spawn_blocking(move || command.status())
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let status = run_gated(client, &r.cgroup, cmd).await;
     let done: Result<CgroupResponse, _> = client
         .post(
             api::EXEC_DONE,
@@ -246,6 +238,7 @@ async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitC
     if let Err(e) = done {
         eprintln!("meshctl: warning: releasing cgroup {}: {e}", r.cgroup);
     }
+    let status = status?;
     match status {
         Ok(s) => Ok(match (s.code(), s.signal()) {
             (Some(code), _) => ExitCode::from(code as u8),
@@ -264,6 +257,88 @@ async fn exec(client: &AdminClient, agent: &str, cmd: &[String]) -> Result<ExitC
             ))
         }
     }
+}
+
+/// Spawns the gate, has the daemon move it into `cgroup`, opens the gate and
+/// waits for CMD.
+async fn run_gated(
+    client: &AdminClient,
+    cgroup: &str,
+    cmd: &[String],
+) -> Result<std::io::Result<std::process::ExitStatus>, ClientError> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds. The write end is close-on-exec, so the
+    // gate sees EOF (and gives up) if meshctl dies before opening it.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), 0) } != 0 {
+        return Ok(Err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (gate_read, gate_write) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on an owned fd.
+    unsafe { libc::fcntl(gate_write.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    let me = match std::env::current_exe() {
+        Ok(me) => me,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut child = match std::process::Command::new(me)
+        .arg("exec-gate")
+        .arg("--fd")
+        .arg(gate_read.as_raw_fd().to_string())
+        .arg("--")
+        .args(cmd)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return Ok(Err(e)),
+    };
+    drop(gate_read);
+    let attached: Result<CgroupResponse, _> = client
+        .post(
+            api::EXEC_ATTACH,
+            &AttachRequest {
+                cgroup: cgroup.to_owned(),
+                pid: child.id(),
+            },
+        )
+        .await;
+    if let Err(e) = attached {
+        // Closing the gate unopened makes the child give up without running CMD.
+        drop(gate_write);
+        let _ = child.wait();
+        return Err(e);
+    }
+    let mut gate = std::fs::File::from(gate_write);
+    if let Err(e) = gate.write_all(b"g") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(Err(e));
+    }
+    drop(gate);
+    Ok(tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))))
+}
+
+/// `meshctl exec-gate --fd N -- CMD…` (internal): wait for one byte on fd N,
+/// then become CMD. EOF means meshctl gave up: exit without running CMD.
+fn exec_gate(fd: i32, cmd: &[String]) -> ExitCode {
+    let mut byte = [0u8; 1];
+    // SAFETY: fd was inherited from meshctl for exactly this read.
+    let gate = unsafe { OwnedFd::from_raw_fd(fd) };
+    let n = std::fs::File::from(gate).read(&mut byte).unwrap_or(0);
+    if n != 1 {
+        eprintln!("meshctl: not started: the cgroup could not be set up");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    eprintln!("meshctl: cannot run {}: {err}", cmd[0]);
+    // Like a shell: 127 when the command is not found.
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 fn print_status(s: &StatusResponse) {
