@@ -106,37 +106,8 @@ pub struct CgroupStatus {
     pub counters: Counters,
 }
 
-/// Serialisable view of [`CgroupCounters`].
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counters {
-    pub connects: u64,
-    pub redirected: u64,
-    pub refused: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub packets_dropped: u64,
-}
-
-impl From<CgroupCounters> for Counters {
-    fn from(c: CgroupCounters) -> Counters {
-        let CgroupCounters {
-            connects,
-            redirected,
-            refused,
-            bytes_in,
-            bytes_out,
-            packets_dropped,
-        } = c;
-        Counters {
-            connects,
-            redirected,
-            refused,
-            bytes_in,
-            bytes_out,
-            packets_dropped,
-        }
-    }
-}
+/// Kernel counters of a cgroup, summed over CPUs.
+pub type Counters = CgroupCounters;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -436,7 +407,7 @@ impl Governor {
                     .flatten()
                     .map(|p| p.display().to_string()),
                 quarantined: tag.quarantined(),
-                counters: counters.into(),
+                counters,
             });
         }
         for (name, retired) in self
@@ -459,7 +430,7 @@ impl Governor {
                     name,
                     quarantined: acc.quarantined,
                     cgroups: acc.cgroups,
-                    totals: acc.totals.into(),
+                    totals: acc.totals,
                 }
             })
             .collect();

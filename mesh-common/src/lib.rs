@@ -123,6 +123,7 @@ pub struct MeshConfig {
 /// Value of the per-CPU `MESH_COUNTERS`, keyed by governing cgroup id.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct CgroupCounters {
     /// TCP connect() calls by governed processes.
     pub connects: u64,

@@ -134,6 +134,20 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
     })
 }
 
+/// Reads a JSON request body, applies `op`, and renders its result or error.
+async fn handle<T: DeserializeOwned, R: Serialize>(
+    req: Request<Incoming>,
+    op: impl FnOnce(T) -> Result<R, StateError>,
+) -> Reply {
+    match body::<T>(req).await {
+        Ok(request) => match op(request) {
+            Ok(response) => json(StatusCode::OK, &response),
+            Err(e) => state_error(e),
+        },
+        Err(reply) => reply,
+    }
+}
+
 impl Admin {
     /// `caller` is the peer's (uid, pid) from the socket credentials.
     async fn route(&self, req: Request<Incoming>, caller: (u32, Option<u32>)) -> Reply {
@@ -142,92 +156,75 @@ impl Admin {
         let query = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
         tracing::debug!(%method, %path, uid, "admin request");
+        let governor = &self.governor;
+        let cgroup_reply = |p: &std::path::Path| CgroupResponse {
+            cgroup: p.display().to_string(),
+            cgroup_id: crate::cgroup::id_of(p).unwrap_or(0),
+        };
         match (method, path.as_str()) {
             (Method::GET, STATUS) => self.status(),
-            (Method::POST, TAG) => match body::<TagRequest>(req).await {
-                Ok(r) => match self.governor.tag(&r.cgroup, &r.agent) {
-                    Ok((p, id)) => json(
-                        StatusCode::OK,
-                        &CgroupResponse {
+            (Method::POST, TAG) => {
+                handle(req, |r: TagRequest| {
+                    governor
+                        .tag(&r.cgroup, &r.agent)
+                        .map(|(p, id)| CgroupResponse {
                             cgroup: p.display().to_string(),
                             cgroup_id: id,
-                        },
-                    ),
-                    Err(e) => state_error(e),
-                },
-                Err(reply) => reply,
-            },
-            (Method::POST, UNTAG) => match body::<CgroupRequest>(req).await {
-                Ok(r) => match self.governor.untag(&r.cgroup) {
-                    Ok(p) => json(
-                        StatusCode::OK,
-                        &CgroupResponse {
-                            cgroup: p.display().to_string(),
-                            cgroup_id: 0,
-                        },
-                    ),
-                    Err(e) => state_error(e),
-                },
-                Err(reply) => reply,
-            },
+                        })
+                })
+                .await
+            }
+            (Method::POST, UNTAG) => {
+                handle(req, |r: CgroupRequest| {
+                    governor.untag(&r.cgroup).map(|p| CgroupResponse {
+                        cgroup: p.display().to_string(),
+                        cgroup_id: 0,
+                    })
+                })
+                .await
+            }
             (Method::POST, p @ (QUARANTINE | RELEASE)) => {
                 let on = p == QUARANTINE;
-                match body::<TargetRequest>(req).await {
-                    Ok(r) => match self.governor.set_quarantine(&r.target, on) {
-                        Ok(ids) => json(
-                            StatusCode::OK,
-                            &TargetResponse {
-                                target: r.target,
-                                cgroups_changed: ids.len(),
-                            },
-                        ),
-                        Err(e) => state_error(e),
-                    },
-                    Err(reply) => reply,
-                }
+                handle(req, |r: TargetRequest| {
+                    governor
+                        .set_quarantine(&r.target, on)
+                        .map(|ids| TargetResponse {
+                            target: r.target,
+                            cgroups_changed: ids.len(),
+                        })
+                })
+                .await
             }
-            (Method::POST, EXEC) => match body::<ExecRequest>(req).await {
-                Ok(r) => match self.governor.create_exec_cgroup(&r.agent) {
-                    Ok(p) => {
-                        let id = crate::cgroup::id_of(&p).unwrap_or(0);
-                        json(
-                            StatusCode::OK,
-                            &CgroupResponse {
-                                cgroup: p.display().to_string(),
-                                cgroup_id: id,
-                            },
-                        )
-                    }
-                    Err(e) => state_error(e),
-                },
-                Err(reply) => reply,
-            },
-            (Method::POST, EXEC_ATTACH) => match body::<AttachRequest>(req).await {
-                Ok(r) => match self.governor.attach_exec_pid(&r.cgroup, r.pid, caller) {
-                    Ok(()) => json(
-                        StatusCode::OK,
-                        &CgroupResponse {
+            (Method::POST, EXEC) => {
+                handle(req, |r: ExecRequest| {
+                    governor
+                        .create_exec_cgroup(&r.agent)
+                        .map(|p| cgroup_reply(&p))
+                })
+                .await
+            }
+            (Method::POST, EXEC_ATTACH) => {
+                handle(req, |r: AttachRequest| {
+                    governor
+                        .attach_exec_pid(&r.cgroup, r.pid, caller)
+                        .map(|()| CgroupResponse {
                             cgroup: r.cgroup,
                             cgroup_id: 0,
-                        },
-                    ),
-                    Err(e) => state_error(e),
-                },
-                Err(reply) => reply,
-            },
-            (Method::POST, EXEC_DONE) => match body::<CgroupRequest>(req).await {
-                Ok(r) => match self.governor.finish_exec_cgroup(&r.cgroup) {
-                    Ok(()) => json(
-                        StatusCode::OK,
-                        &CgroupResponse {
+                        })
+                })
+                .await
+            }
+            (Method::POST, EXEC_DONE) => {
+                handle(req, |r: CgroupRequest| {
+                    governor
+                        .finish_exec_cgroup(&r.cgroup)
+                        .map(|()| CgroupResponse {
                             cgroup: r.cgroup,
                             cgroup_id: 0,
-                        },
-                    ),
-                    Err(e) => state_error(e),
-                },
-                Err(reply) => reply,
-            },
+                        })
+                })
+                .await
+            }
             (Method::GET, RECORDS) => {
                 let n = query
                     .split('&')

@@ -108,41 +108,45 @@ impl Proxy {
     }
 
     async fn handle(&self, client: TcpStream, client_addr: ClientAddr) {
-        let started = SystemTime::now();
-        let clock = Instant::now();
+        let mut conn = Conn {
+            started: SystemTime::now(),
+            clock: Instant::now(),
+            client: client_addr,
+            identity: None,
+            dst: None,
+        };
         let Some(kernel) = self.orig_dst.take(&client_addr.peer_key()) else {
             // Not redirected by our programs (a direct connection to the
             // listener): never dial anything for it.
+            let reason = "the kernel recorded no original destination for this connection";
             self.finish(
-                started,
-                clock,
-                None,
-                &client_addr,
-                None,
+                &conn,
                 Verdict::NoOriginalDestination,
-                Some("no-original-destination"),
-                Some("the kernel recorded no original destination for this connection".into()),
+                "no-original-destination",
+                Some(reason.into()),
                 (0, 0),
             );
             return;
         };
         let dst = OrigDst::from_kernel(&kernel.addr, kernel.port);
-        let identity = Identity {
-            agent: self.governor.agent_name(kernel.agent_id),
+        let agent = self.governor.agent_name(kernel.agent_id);
+        let span = info_span!(
+            "conn",
+            agent = agent.as_deref().unwrap_or("-"),
+            cgroup_id = kernel.cgroup_id,
+            pid = kernel.tgid,
+            dst = %dst,
+        );
+        conn.dst = Some(dst);
+        conn.identity = Some(Identity {
+            agent,
             cgroup_id: kernel.cgroup_id,
             governing_cgroup_id: kernel.governing_cgroup_id,
             pid: kernel.tgid,
             uid: kernel.uid,
-        };
-        let span = info_span!(
-            "conn",
-            agent = identity.agent.as_deref().unwrap_or("-"),
-            cgroup_id = identity.cgroup_id,
-            pid = identity.pid,
-            dst = %dst,
-        );
+        });
         async {
-            let decision = match identity.agent.as_deref() {
+            let decision = match conn.agent() {
                 Some(agent) => self.policy.decide_egress(agent, dst.normalized(), None),
                 None => EgressDecision::Refuse {
                     rule: "unknown-agent".into(),
@@ -156,17 +160,7 @@ impl Proxy {
                 EgressDecision::Refuse { rule, reason } => {
                     debug!(%rule, %reason, "egress refused");
                     drop(client);
-                    self.finish(
-                        started,
-                        clock,
-                        Some(&identity),
-                        &client_addr,
-                        Some(dst),
-                        Verdict::RefusedPolicy,
-                        Some(rule.as_ref()),
-                        Some(reason),
-                        (0, 0),
-                    );
+                    self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
                     return;
                 }
                 EgressDecision::Allow { rule } => rule,
@@ -179,13 +173,9 @@ impl Proxy {
                     let _ = client.set_zero_linger();
                     drop(client);
                     self.finish(
-                        started,
-                        clock,
-                        Some(&identity),
-                        &client_addr,
-                        Some(dst),
+                        &conn,
                         Verdict::UpstreamFailed,
-                        Some(rule.as_ref()),
+                        &rule,
                         Some(e.to_string()),
                         (0, 0),
                     );
@@ -193,54 +183,55 @@ impl Proxy {
                 }
             };
             let bytes = relay::relay(client, upstream).await;
-            self.finish(
-                started,
-                clock,
-                Some(&identity),
-                &client_addr,
-                Some(dst),
-                Verdict::Forwarded,
-                Some(rule.as_ref()),
-                None,
-                bytes,
-            );
+            self.finish(&conn, Verdict::Forwarded, &rule, None, bytes);
         }
         .instrument(span)
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
-        started: SystemTime,
-        clock: Instant,
-        identity: Option<&Identity>,
-        client: &ClientAddr,
-        dst: Option<OrigDst>,
+        conn: &Conn,
         verdict: Verdict,
-        rule: Option<&str>,
+        rule: &str,
         reason: Option<String>,
         (up, down): (u64, u64),
     ) {
-        let agent = identity.and_then(|i| i.agent.as_deref());
+        let identity = conn.identity.as_ref();
+        let agent = conn.agent();
         self.metrics.record_connection(agent, verdict);
         self.records.push(ConnectionRecord {
             id: self.records.next_id(),
-            start_unix_ms: unix_ms(started),
+            start_unix_ms: unix_ms(conn.started),
             agent: agent.map(str::to_owned),
             cgroup_id: identity.map_or(0, |i| i.cgroup_id),
             governing_cgroup_id: identity.map_or(0, |i| i.governing_cgroup_id),
             pid: identity.map_or(0, |i| i.pid),
             uid: identity.map_or(0, |i| i.uid),
-            client: Some(client.to_string()),
-            original_destination: dst.map(|d| d.to_string()),
+            client: Some(conn.client.to_string()),
+            original_destination: conn.dst.map(|d| d.to_string()),
             verdict,
-            rule: rule.map(str::to_owned),
+            rule: Some(rule.to_owned()),
             reason,
             bytes_to_upstream: up,
             bytes_to_client: down,
-            duration_ms: clock.elapsed().as_millis() as u64,
+            duration_ms: conn.clock.elapsed().as_millis() as u64,
         });
+    }
+}
+
+/// One accepted connection, as far as it is known.
+struct Conn {
+    started: SystemTime,
+    clock: Instant,
+    client: ClientAddr,
+    identity: Option<Identity>,
+    dst: Option<OrigDst>,
+}
+
+impl Conn {
+    fn agent(&self) -> Option<&str> {
+        self.identity.as_ref().and_then(|i| i.agent.as_deref())
     }
 }
 
