@@ -46,6 +46,9 @@ pub const PROC_MOUNTS: &str = "/proc/self/mounts";
 /// File name used in errors when no config file was given.
 pub const BUILTIN_CONFIG_NAME: &str = "<built-in defaults>";
 
+/// How often tags of cgroups removed without `untag` are dropped.
+pub const TAG_GC_INTERVAL: Duration = Duration::from_secs(30);
+
 /// How long a stopping daemon lets connections in flight finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).

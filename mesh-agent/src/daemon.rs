@@ -12,7 +12,7 @@ use crate::{
     admin::server::{self as admin_server, Admin},
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
     cgroup,
-    config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY},
+    config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, TAG_GC_INTERVAL},
     metrics::{self, Metrics},
     policy::PolicySet,
     proxy::{addr::OrigDst, ActiveConnections, Proxy},
@@ -186,6 +186,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
     });
 
+    let gc_governor = governor.clone();
+    let gc = tokio::spawn(async move {
+        let mut every = tokio::time::interval(TAG_GC_INTERVAL);
+        loop {
+            every.tick().await;
+            if let Err(e) = gc_governor.collect_garbage() {
+                warn!(error = %e, "collecting tags of removed cgroups");
+            }
+        }
+    });
+
     metrics.ready.store(true, Ordering::Release);
     info!("mesh-agent ready");
 
@@ -214,6 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     events.abort();
+    gc.abort();
     if let Some(l) = logger {
         l.abort();
     }

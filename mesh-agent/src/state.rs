@@ -378,6 +378,42 @@ impl Governor {
         Ok(())
     }
 
+    /// Untags cgroups that no longer exist (removed without `untag`), keeping
+    /// their counters in the agent's totals. Returns how many were dropped.
+    pub fn collect_garbage(&self) -> Result<usize, StateError> {
+        let tags = self.tags()?;
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let mut alive: std::collections::HashSet<u64> =
+            cgroup::descendants(&self.layout.attach_cgroup)
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+        if let Ok(id) = cgroup::id_of(&self.layout.attach_cgroup) {
+            alive.insert(id);
+        }
+        let mut dropped = 0;
+        for (id, tag) in tags {
+            if alive.contains(&id) {
+                continue;
+            }
+            let name = decode_name(&tag.agent_name);
+            let counters = self.maps.counters(id)?;
+            self.maps.delete_tag(id)?;
+            self.maps.delete_counters(id)?;
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.clone())
+                .or_default()
+                .add(&counters);
+            tracing::info!(agent = %name, cgroup_id = id, "untagged a removed cgroup");
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
     /// Agents, their cgroups, counters and quarantine state. `with_paths`
     /// resolves each cgroup id to its path (a filesystem walk: for operators,
     /// not for every metrics scrape).
@@ -581,6 +617,31 @@ mod tests {
         assert!(!maps.tags.lock().unwrap()[&id].quarantined());
         g.finish_exec_cgroup(later.to_str().unwrap()).unwrap();
         assert!(!later.exists());
+    }
+
+    #[test]
+    fn tags_of_removed_cgroups_are_collected_and_their_counters_kept() {
+        let (dir, g, maps) = governor();
+        let gone = dir.path().join("attach/agents/gone");
+        let kept = dir.path().join("attach/agents/kept");
+        std::fs::create_dir_all(&gone).unwrap();
+        std::fs::create_dir_all(&kept).unwrap();
+        let (_, gone_id) = g.tag(gone.to_str().unwrap(), "gc").unwrap();
+        g.tag(kept.to_str().unwrap(), "gc").unwrap();
+        maps.counters.lock().unwrap().insert(
+            gone_id,
+            CgroupCounters {
+                connects: 5,
+                ..Default::default()
+            },
+        );
+        std::fs::remove_dir(&gone).unwrap();
+        assert_eq!(g.collect_garbage().unwrap(), 1);
+        assert_eq!(maps.tags.lock().unwrap().len(), 1);
+        let status = g.status(true).unwrap();
+        assert_eq!(status[0].cgroups.len(), 1);
+        assert_eq!(status[0].totals.connects, 5);
+        assert_eq!(g.collect_garbage().unwrap(), 0);
     }
 
     #[test]
