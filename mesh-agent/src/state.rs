@@ -236,6 +236,14 @@ impl Governor {
         let Some(tag) = tags.get(&id) else {
             return Err(StateError::NotTagged(path.display().to_string()));
         };
+        let name = self.retire(id, tag)?;
+        tracing::info!(agent = %name, cgroup = %path.display(), cgroup_id = id, "untagged");
+        Ok(())
+    }
+
+    /// Removes a tag and its counters, keeping the counters in the agent's
+    /// totals. Returns the agent's name.
+    fn retire(&self, id: u64, tag: &CgroupTag) -> Result<String, StateError> {
         let name = decode_name(&tag.agent_name);
         let counters = self.maps.counters(id)?;
         self.maps.delete_tag(id)?;
@@ -246,8 +254,7 @@ impl Governor {
             .entry(name.clone())
             .or_default()
             .add(&counters);
-        tracing::info!(agent = %name, cgroup = %path.display(), cgroup_id = id, "untagged");
-        Ok(())
+        Ok(name)
     }
 
     /// Sets or clears quarantine. `target` is a cgroup path when it contains a
@@ -398,16 +405,7 @@ impl Governor {
             if alive.contains(&id) {
                 continue;
             }
-            let name = decode_name(&tag.agent_name);
-            let counters = self.maps.counters(id)?;
-            self.maps.delete_tag(id)?;
-            self.maps.delete_counters(id)?;
-            self.retired
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(name.clone())
-                .or_default()
-                .add(&counters);
+            let name = self.retire(id, &tag)?;
             tracing::info!(agent = %name, cgroup_id = id, "untagged a removed cgroup");
             dropped += 1;
         }
