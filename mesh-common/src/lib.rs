@@ -117,7 +117,10 @@ pub struct MeshConfig {
     pub listen_v6: Ip6Words,
     /// Cgroup level of the attach cgroup: tags live at or below it.
     pub attach_level: u32,
-    pub _pad: u32,
+    /// The daemon's pid: the socket mark exempts only its sockets, so a
+    /// governed process that can set marks (CAP_NET_ADMIN) cannot use it to
+    /// bypass the mesh.
+    pub daemon_tgid: u32,
 }
 
 /// Value of the per-CPU `MESH_COUNTERS`, keyed by governing cgroup id.

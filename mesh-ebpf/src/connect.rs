@@ -101,18 +101,19 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
         // (quarantine still drops them in cgroup_skb).
         return ALLOW;
     }
-    if !sk.is_null() {
-        // SAFETY: sk is a PTR_TO_SOCKET the verifier lets us read.
-        let mark = unsafe { (*sk).mark };
-        if mark == MESH_SOCKET_MARK {
-            return ALLOW;
-        }
-    }
     let Some(cfg) = MESH_CONFIG.get(0) else {
         count_connect(&gov, false);
         emit(&gov, dst, port, family, verdict::REFUSED_NO_LISTENER);
         return REFUSE;
     };
+    if !sk.is_null() {
+        // SAFETY: sk is a PTR_TO_SOCKET the verifier lets us read.
+        let mark = unsafe { (*sk).mark };
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if mark == MESH_SOCKET_MARK && tgid == cfg.daemon_tgid {
+            return ALLOW;
+        }
+    }
     if is_listener(cfg, dst, port) {
         // Talking to the mesh listener itself: never record it, or the daemon
         // would dial itself. The daemon closes connections it has no record of.

@@ -637,3 +637,28 @@ fn an_unprivileged_operator_can_exec_and_only_its_own_child_is_moved() {
     assert!(procs.trim().is_empty(), "nothing was moved: {procs}");
     api("/v1/exec/done", &format!(r#"{{"cgroup":"{cgroup}"}}"#));
 }
+
+#[test]
+fn a_governed_process_cannot_bypass_the_mesh_with_its_socket_mark() {
+    let server = HttpServer::start("127.0.0.2");
+    let mesh = Mesh::start("mark", &[]);
+    // Root inside the governed cgroup may set SO_MARK (36); the mesh's mark
+    // exempts only the daemon's own sockets.
+    let script = format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, 36, 0x6d657368)\n\
+         s.settimeout(10)\ns.connect(('127.0.0.2', {port}))\ns.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+         print(len(s.recv(4096)))",
+        port = server.addr.port()
+    );
+    // The refusal closes the connection: the client may see EOF or a reset.
+    let _ = mesh.exec("marked", &["python3", "-c", &script]);
+    assert_eq!(
+        server.count(),
+        0,
+        "the marked connection reached the server directly"
+    );
+    let records = mesh.records_once(&server.addr.to_string(), 1);
+    let mine = records_for(&records, &server.addr.to_string());
+    assert_eq!(mine.len(), 1, "{records:#?}");
+    assert_eq!(mine[0]["verdict"], "refused_policy");
+}

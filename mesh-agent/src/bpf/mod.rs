@@ -217,7 +217,7 @@ fn redirect_target(listen: &[SocketAddr], attach_level: u32) -> Result<MeshConfi
         listen_v6_port: 0,
         listen_v6: [0; 4],
         attach_level,
-        _pad: 0,
+        daemon_tgid: std::process::id(),
     };
     for addr in listen {
         match addr {
