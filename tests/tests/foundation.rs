@@ -662,3 +662,50 @@ fn a_governed_process_cannot_bypass_the_mesh_with_its_socket_mark() {
     assert_eq!(mine.len(), 1, "{records:#?}");
     assert_eq!(mine[0]["verdict"], "refused_policy");
 }
+
+#[test]
+fn meshctl_exec_passes_signals_on_and_still_hands_the_cgroup_back() {
+    let mesh = Mesh::start("signals", &[]);
+    let mut exec = std::process::Command::new(meshctl_bin())
+        .arg("--socket")
+        .arg(&mesh.admin_socket)
+        .args(["exec", "--agent", "sig", "--", "sleep", "60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meshctl exec");
+    // Wait until the agent's cgroup holds the sleeping child.
+    let holds_child = || {
+        std::fs::read_dir(&mesh.parent_cgroup)
+            .ok()
+            .is_some_and(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_to_string(e.path().join("cgroup.procs"))
+                        .is_ok_and(|p| !p.trim().is_empty())
+                })
+            })
+    };
+    assert!(
+        wait_until(holds_child, Duration::from_secs(20)),
+        "the child never started"
+    );
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(exec.id() as i32, libc::SIGTERM) };
+    let status = exec.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM as i32),
+        "exit code of the signalled command"
+    );
+    let left: Vec<_> = std::fs::read_dir(&mesh.parent_cgroup)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "exec cgroups left behind: {left:?}");
+    assert!(mesh.status()["agents"].as_array().is_some_and(|a| a
+        .iter()
+        .all(|x| x["cgroups"].as_array().is_some_and(|c| c.is_empty()))));
+}

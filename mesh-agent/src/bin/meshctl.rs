@@ -315,9 +315,48 @@ async fn run_gated(
         return Ok(Err(e));
     }
     drop(gate);
-    Ok(tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))))
+    Ok(wait_forwarding_signals(child).await)
+}
+
+/// Waits for CMD, passing on the signals meant for it, so that meshctl itself
+/// lives to hand the cgroup back (Ctrl-C, `kill`, a closed terminal).
+async fn wait_forwarding_signals(
+    child: std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let pid = child.id() as libc::pid_t;
+    let mut waiting = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        child.wait()
+    });
+    let kinds = [
+        (SignalKind::interrupt(), libc::SIGINT),
+        (SignalKind::terminate(), libc::SIGTERM),
+        (SignalKind::hangup(), libc::SIGHUP),
+        (SignalKind::quit(), libc::SIGQUIT),
+    ];
+    let mut streams = Vec::new();
+    for (kind, number) in kinds {
+        streams.push((signal(kind)?, number));
+    }
+    let [(int, n_int), (term, n_term), (hup, n_hup), (quit, n_quit)] = &mut streams[..] else {
+        return Err(std::io::Error::other("signal setup"));
+    };
+    loop {
+        let number = tokio::select! {
+            status = &mut waiting => {
+                return status.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            }
+            _ = int.recv() => *n_int,
+            _ = term.recv() => *n_term,
+            _ = hup.recv() => *n_hup,
+            _ = quit.recv() => *n_quit,
+        };
+        // SAFETY: signalling our own child by pid. The wait above had not
+        // returned when the signal arrived; a pid is not reused in the few
+        // instructions between a reap there and this call.
+        unsafe { libc::kill(pid, number) };
+    }
 }
 
 /// `meshctl exec-gate --fd N -- CMD…` (internal): wait for one byte on fd N,

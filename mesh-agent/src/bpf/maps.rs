@@ -42,6 +42,16 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
     move |source| BpfError::Map { name, source }
 }
 
+/// Deleting an absent key is not an error for us; aya reports it either as
+/// `KeyNotFound` or as the syscall's ENOENT, depending on the map type.
+fn absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a map handle cannot leave the kernel map torn.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -89,8 +99,8 @@ impl GovernanceMaps for KernelMaps {
 
     fn delete_tag(&self, cgroup_id: u64) -> Result<(), BpfError> {
         match lock(&self.tags).remove(&cgroup_id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(TAGS)(e)),
+            Err(e) if !absent(&e) => Err(map_err(TAGS)(e)),
+            _ => Ok(()),
         }
     }
 
@@ -103,21 +113,21 @@ impl GovernanceMaps for KernelMaps {
 
     fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError> {
         match lock(&self.counters).get(&cgroup_id, 0) {
+            Err(e) if absent(&e) => Ok(CgroupCounters::default()),
             Ok(per_cpu) => Ok(per_cpu
                 .iter()
                 .fold(CgroupCounters::default(), |mut sum, c| {
                     sum.add(c);
                     sum
                 })),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(CgroupCounters::default()),
             Err(e) => Err(map_err(COUNTERS)(e)),
         }
     }
 
     fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError> {
         match lock(&self.counters).remove(&cgroup_id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(COUNTERS)(e)),
+            Err(e) if !absent(&e) => Err(map_err(COUNTERS)(e)),
+            _ => Ok(()),
         }
     }
 }
