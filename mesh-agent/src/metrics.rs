@@ -21,7 +21,10 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{records::Verdict, state::Governor};
+use crate::{
+    records::Verdict,
+    state::{Counters, Governor},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -77,6 +80,15 @@ impl Metrics {
     }
 }
 
+/// A counter family read from per-agent totals: name, help, the second label's
+/// name (empty for none), and the (label value, count) pairs of an agent.
+type CounterFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Counters) -> Vec<(&'static str, u64)>,
+);
+
 /// Reads per-cgroup counters from the kernel maps on each scrape and sums
 /// them per agent.
 struct CgroupCollector {
@@ -98,60 +110,51 @@ impl Collector for CgroupCollector {
                 return Ok(());
             }
         };
-        {
-            let mut m = encoder.encode_descriptor(
+        use prometheus_client::metrics::MetricType::Counter;
+        let families: [CounterFamily; 3] = [
+            (
                 "mesh_cgroup_connects",
                 "TCP connects by governed processes, by kernel verdict",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for a in &agents {
-                for (verdict, v) in [
-                    ("redirected", a.totals.redirected),
-                    ("refused", a.totals.refused),
-                ] {
-                    let labels = [("agent", a.name.as_str()), ("verdict", verdict)];
-                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
+                "verdict",
+                |t| vec![("redirected", t.redirected), ("refused", t.refused)],
+            ),
+            (
                 "mesh_cgroup_bytes",
                 "Bytes sent and received by governed sockets (IP packet length)",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
+                "direction",
+                |t| vec![("in", t.bytes_in), ("out", t.bytes_out)],
+            ),
+            (
+                "mesh_cgroup_packets_dropped",
+                "Packets dropped in the kernel by quarantine",
+                "",
+                |t| vec![("", t.packets_dropped)],
+            ),
+        ];
+        for (name, help, label, values) in families {
+            let mut m = encoder.encode_descriptor(name, help, None, Counter)?;
             for a in &agents {
-                for (direction, v) in [("in", a.totals.bytes_in), ("out", a.totals.bytes_out)] {
-                    let labels = [("agent", a.name.as_str()), ("direction", direction)];
-                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                for (value, count) in values(&a.totals) {
+                    let counter = ConstCounter::new(count);
+                    if label.is_empty() {
+                        counter.encode(m.encode_family(&[("agent", a.name.as_str())])?)?;
+                    } else {
+                        counter.encode(
+                            m.encode_family(&[("agent", a.name.as_str()), (label, value)])?,
+                        )?;
+                    }
                 }
             }
         }
-        {
-            let mut m = encoder.encode_descriptor(
-                "mesh_cgroup_packets_dropped",
-                "Packets dropped in the kernel by quarantine",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for a in &agents {
-                let labels = [("agent", a.name.as_str())];
-                ConstCounter::new(a.totals.packets_dropped).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "mesh_quarantined",
-                "1 when any cgroup of the agent is quarantined",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for a in &agents {
-                let labels = [("agent", a.name.as_str())];
-                ConstGauge::new(i64::from(a.quarantined)).encode(m.encode_family(&labels)?)?;
-            }
+        let mut m = encoder.encode_descriptor(
+            "mesh_quarantined",
+            "1 when any cgroup of the agent is quarantined",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for a in &agents {
+            let labels = [("agent", a.name.as_str())];
+            ConstGauge::new(i64::from(a.quarantined)).encode(m.encode_family(&labels)?)?;
         }
         Ok(())
     }

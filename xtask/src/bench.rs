@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -491,23 +491,6 @@ fn signal(pid: u32, signal: &str) {
         .status();
 }
 
-/// SIGTERM, then SIGKILL after `grace`; reaps the child.
-fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
-    signal(child.id(), "TERM");
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait().ok()
-}
-
 /// A server process, killed (by pid) when dropped.
 struct Proc {
     name: &'static str,
@@ -619,7 +602,7 @@ impl Drop for Nginx {
         // master has to be killed (they would outlive it).
         let workers =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        if terminate(&mut self.master, Duration::from_secs(10)).is_none() {
+        if crate::util::terminate(&mut self.master, Duration::from_secs(10)).is_none() {
             eprintln!("bench: nginx did not exit");
         }
         for w in workers.split_whitespace() {
@@ -753,7 +736,7 @@ impl<'a> Daemon<'a> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let status = terminate(&mut child, Duration::from_secs(40));
+        let status = crate::util::terminate(&mut child, Duration::from_secs(40));
         mesh_cleanup(self.env);
         match status {
             Some(s) if s.success() => Ok(()),
@@ -1079,7 +1062,8 @@ fn measure_memory(env: &Env, relay: &str, log: &Path) -> Result<Memory> {
     };
     // Closing stdin releases the connections.
     drop(stdin);
-    if terminate_after(&mut child, Duration::from_secs(30)).is_none() && env.parent_cgroup.exists()
+    if crate::util::wait_or_kill(&mut child, Duration::from_secs(30)).is_none()
+        && env.parent_cgroup.exists()
     {
         let _ = std::fs::write(env.parent_cgroup.join("cgroup.kill"), "1");
     }
@@ -1095,20 +1079,6 @@ fn measure_memory(env: &Env, relay: &str, log: &Path) -> Result<Memory> {
         active,
         open_ms,
     })
-}
-
-/// Waits up to `wait` for the child to exit by itself, then kills it.
-fn terminate_after(child: &mut Child, wait: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// `active_connections` from `meshctl --output json status`.

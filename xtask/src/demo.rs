@@ -42,25 +42,10 @@ impl Drop for Demo {
     fn drop(&mut self) {
         let _ = std::fs::write(self.dir.join("stop"), "");
         if let Some(mut agent) = self.agent.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && !matches!(agent.try_wait(), Ok(Some(_))) {
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = agent.kill();
-            let _ = agent.wait();
+            crate::util::wait_or_kill(&mut agent, Duration::from_secs(10));
         }
         for child in self.children.iter_mut().rev() {
-            // SAFETY: signalling a child we started, by pid.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::util::terminate(child, Duration::from_secs(10));
         }
         let _ = Command::new(self.bin.join("mesh-agent"))
             .args(["cleanup", "--config"])
@@ -70,11 +55,6 @@ impl Drop for Demo {
         let _ = std::fs::remove_dir_all(&self.bpffs);
         crate::util::remove_cgroup_tree(&self.attach);
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 fn step(n: u32, text: &str) {
@@ -248,34 +228,27 @@ pub fn demo() -> Result<ExitCode> {
         3,
         "Run curl as agent `demo`: the kernel redirects its connect() to the mesh",
     );
-    show(&mut meshctl(&[
-        "exec",
-        "--agent",
-        "demo",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        &url,
-    ]))?;
+    let curl_as_demo = |target: &str| {
+        meshctl(&[
+            "exec",
+            "--agent",
+            "demo",
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            target,
+        ])
+    };
+    show(&mut curl_as_demo(&url))?;
 
     step(
         4,
         "Ask for a port the policy does not allow: the mesh closes the connection",
     );
     let forbidden = format!("http://{SERVER_IP}:{FORBIDDEN_PORT}/");
-    show(&mut meshctl(&[
-        "exec",
-        "--agent",
-        "demo",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        &forbidden,
-    ]))?;
+    show(&mut curl_as_demo(&forbidden))?;
 
     step(
         5,

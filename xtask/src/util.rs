@@ -254,6 +254,41 @@ pub fn remove_cgroup_tree(root: &Path) {
     }
 }
 
+/// Waits up to `wait` for `child` to exit by itself, then kills it; reaps it
+/// either way. Returns the status when it exited in time.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    wait: std::time::Duration,
+) -> Option<ExitStatus> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// SIGTERM (by pid, a child we started), then SIGKILL after `grace`.
+pub fn terminate(
+    child: &mut std::process::Child,
+    grace: std::time::Duration,
+) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    wait_or_kill(child, grace)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
