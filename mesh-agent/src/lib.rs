@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
+pub mod l7;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

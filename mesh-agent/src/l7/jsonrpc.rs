@@ -1,0 +1,1 @@
+//! One JSON-RPC 2.0 message from bytes.

@@ -1,0 +1,192 @@
+//! L7: what governed agents say. Pure parsers and state machines over bytes
+//! and `http` heads, with no I/O: the proxy feeds them and acts on what they
+//! return. Each parser has a fuzz target (`fuzz/`).
+//!
+//! - [`sse`]: incremental Server-Sent Events parser.
+//! - [`jsonrpc`]: one JSON-RPC 2.0 message from bytes (request, notification,
+//!   response), batches refused.
+//! - [`mcp`] and [`a2a`]: HTTP request + JSON-RPC message into a [`Call`].
+//! - [`llm`]: OpenAI and Anthropic request fields and usage, streaming included.
+//! - [`request`]: the entry point the proxy calls for every HTTP request.
+pub mod a2a;
+pub mod jsonrpc;
+pub mod llm;
+pub mod mcp;
+pub mod request;
+pub mod sse;
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of conversation a request belongs to. Also the `protocol` label
+/// of `mesh_requests_total` and `mesh_request_duration_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Opaque TCP: bytes relayed, never parsed.
+    Tcp,
+    /// TLS passed through by SNI: bytes relayed, never decrypted.
+    Tls,
+    /// HTTP that is none of the below.
+    Http,
+    Mcp,
+    A2a,
+    Llm,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+            Protocol::Http => "http",
+            Protocol::Mcp => "mcp",
+            Protocol::A2a => "a2a",
+            Protocol::Llm => "llm",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A JSON-RPC id. `null` ids only occur on error responses to unparseable
+/// requests; they are represented by the absence of an id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RpcId {
+    Number(i64),
+    String(String),
+}
+
+impl fmt::Display for RpcId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RpcId::Number(n) => write!(f, "{n}"),
+            RpcId::String(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Who sent the request. MCP servers send requests to clients too
+/// (`elicitation/create`, `sampling/createMessage`, `roots/list`) with ids of
+/// their own: ids are only unique per direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The governed agent asks its peer (the usual case).
+    ClientToServer,
+    /// The peer asks the governed agent, on a response stream.
+    ServerToClient,
+}
+
+/// One request an agent makes (or receives), as the decision point, audit and
+/// metrics see it. Identity and the server's address are added by the proxy
+/// (`proxy::http::CallContext`); this is what the bytes say.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Call {
+    pub protocol: Protocol,
+    pub direction: Direction,
+    /// JSON-RPC method (MCP, A2A), or the API for LLM calls
+    /// (`chat.completions`, `responses`, `messages`).
+    pub method: String,
+    /// What the method acts on: the tool name (tools/call), the resource URI
+    /// (resources/read), the prompt name (prompts/get), the model (LLM).
+    pub name: Option<String>,
+    /// tools/call and prompts/get `arguments`; A2A: the message `params`.
+    pub arguments: Option<serde_json::Value>,
+    /// JSON-RPC id (absent for notifications and LLM calls).
+    pub id: Option<RpcId>,
+    /// MCP session (`Mcp-Session-Id`, or the 2024-11-05 `session_id`), or the
+    /// A2A context id.
+    pub session: Option<String>,
+    /// MCP protocol version or A2A version the request is made under.
+    pub version: Option<String>,
+    pub mcp: Option<mcp::McpDetails>,
+    pub a2a: Option<a2a::A2aDetails>,
+    pub llm: Option<llm::LlmRequest>,
+}
+
+/// How a call ended, as the response said.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// A JSON-RPC result, or a 2xx LLM/HTTP response.
+    Result,
+    /// A JSON-RPC error object.
+    Error { code: i64, message: String },
+    /// A non-2xx HTTP status without a JSON-RPC error in the body.
+    Http { status: u16 },
+    /// MCP 2026-07-28: the server needs input first; the client retries.
+    InputRequired,
+    /// The response ended (stream closed, connection lost) before its end.
+    Cut,
+}
+
+/// The typed result of one [`Call`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    pub status: OutcomeStatus,
+    /// MCP tools/call `isError: true` (the tool failed; the call did not).
+    pub is_error: bool,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// From the request's head being read to the response's end.
+    #[serde(with = "duration_micros")]
+    pub latency: Duration,
+    /// LLM token usage, when the response reports it (or as estimated so far).
+    pub usage: Option<llm::Usage>,
+}
+
+mod duration_micros {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_micros() as u64)
+    }
+}
+
+/// Why a request could not be understood. Each maps to the HTTP status and
+/// JSON-RPC error code the proxy answers with; the daemon never forwards what
+/// it could not parse when the parse decides policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum L7Error {
+    #[error("parse error: {0}")]
+    Parse(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("JSON-RPC batches are not supported (removed from MCP in 2025-06-18)")]
+    Batch,
+    #[error("header {header} says {header_value:?} but the body says {body_value:?}")]
+    HeaderMismatch {
+        header: &'static str,
+        header_value: String,
+        body_value: String,
+    },
+    #[error("body larger than the {limit}-byte inspection limit")]
+    TooLarge { limit: usize },
+}
+
+impl L7Error {
+    /// The HTTP status the refusal is sent with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            L7Error::TooLarge { .. } => 413,
+            _ => 400,
+        }
+    }
+
+    /// The JSON-RPC error code the refusal carries.
+    pub fn jsonrpc_code(&self) -> i64 {
+        match self {
+            L7Error::Parse(_) => -32700,
+            L7Error::InvalidRequest(_) | L7Error::Batch | L7Error::TooLarge { .. } => -32600,
+            // MCP 2026-07-28: headers that disagree with the body.
+            L7Error::HeaderMismatch { .. } => mcp::HEADER_MISMATCH_CODE,
+        }
+    }
+}

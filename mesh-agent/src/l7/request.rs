@@ -1,0 +1,1 @@
+//! The entry point the proxy calls for every HTTP request.
