@@ -58,6 +58,13 @@ pub const ADMIN_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Per-direction relay buffer (and pipe size for splice).
 pub const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 /// How long the proxy waits for the original destination to accept.
+/// Request bodies that decide policy (JSON-RPC, LLM requests) are buffered up
+/// to this size; larger ones are refused with 413 (`max_body_bytes`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// How long the proxy waits for a client's first bytes to tell TLS and HTTP
+/// from other protocols; a client that stays silent (server-speaks-first
+/// protocols) is relayed as opaque TCP after it.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The daemon's settings, validated: every path is absolute and the cgroup
@@ -73,6 +80,7 @@ pub struct Config {
     pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     pub policy_dir: PathBuf,
+    pub max_body_bytes: usize,
 }
 
 /// A config problem; located ones point at the value in the file.
@@ -225,6 +233,7 @@ impl Config {
             metrics: raw.metrics.map_or(DEFAULT_METRICS, |m| m.0),
             data_dir: path(raw.data_dir, DEFAULT_DATA_DIR),
             policy_dir: path(raw.policy_dir, DEFAULT_POLICY_DIR),
+            max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         })
     }
 }
@@ -282,6 +291,7 @@ struct RawConfig {
     metrics: Option<Metrics>,
     data_dir: Option<AbsPath>,
     policy_dir: Option<AbsPath>,
+    max_body_bytes: Option<usize>,
 }
 
 /// An absolute path without `..` (a root daemon should not depend on its
@@ -474,6 +484,7 @@ mod tests {
             metrics: DEFAULT_METRICS,
             data_dir: "/var/lib/mesh".into(),
             policy_dir: "/etc/mesh/policies".into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         };
         assert_eq!(c, Ok(expected.clone()));
         assert_eq!(DEFAULT_LISTEN_V6.to_string(), "[::1]:15001");
@@ -534,6 +545,7 @@ mod tests {
                 metrics: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
                 data_dir: "/tmp/t/data".into(),
                 policy_dir: "/tmp/t/policies".into(),
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             })
         );
         // Absolute cgroup paths are taken as they are.

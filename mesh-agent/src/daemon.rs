@@ -144,7 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             mesh_common::verdict::RECORD_FAILED => "could not record the original destination",
             _ => "refused in the kernel",
         };
-        event_metrics.record_connection(agent.as_deref(), Verdict::RefusedKernel);
+        event_metrics.record_connection(agent.as_deref(), crate::l7::Protocol::Tcp, Verdict::RefusedKernel);
         event_records.push(ConnectionRecord {
             id: event_records.next_id(),
             start_unix_ms: unix_ms(std::time::SystemTime::now()),
@@ -161,6 +161,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             bytes_to_upstream: 0,
             bytes_to_client: 0,
             duration_ms: 0,
+            protocol: None,
+            server_name: None,
+            call: None,
         });
     }));
     let logger = loaded.logger.map(|logger| {

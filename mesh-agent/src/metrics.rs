@@ -16,12 +16,19 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
-    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
-    registry::Registry,
+    metrics::{
+        counter::ConstCounter,
+        counter::Counter,
+        family::Family,
+        gauge::ConstGauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::{Registry, Unit},
 };
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
+    l7::{llm::Usage, Protocol},
     records::Verdict,
     state::{Counters, Governor},
 };
@@ -33,10 +40,52 @@ pub struct RequestLabels {
     pub decision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolCallLabels {
+    pub agent: String,
+    pub server: String,
+    pub tool: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub agent: String,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub agent: String,
+    pub provider: String,
+    pub model: String,
+    /// `input`, `output` or `cached_input`.
+    pub kind: String,
+}
+
+/// Request durations from 100 µs to about 100 s: MCP calls on loopback take
+/// a millisecond, LLM streams a minute.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    tool_calls: Family<ToolCallLabels, Counter>,
+    durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    llm_tokens: Family<TokenLabels, Counter>,
     pub ready: AtomicBool,
+}
+
+/// The `decision` label of a verdict.
+pub fn decision_label(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Forwarded => "allow",
+        Verdict::RefusedPolicy | Verdict::RefusedKernel => "refuse",
+        Verdict::Held => "hold",
+        Verdict::NoOriginalDestination | Verdict::UpstreamFailed | Verdict::Malformed => "error",
+    }
 }
 
 impl Metrics {
@@ -48,29 +97,93 @@ impl Metrics {
             "Requests (for opaque TCP: connections) by agent, protocol and decision",
             requests.clone(),
         );
+        let tool_calls = Family::<ToolCallLabels, Counter>::default();
+        registry.register(
+            "mesh_tool_calls",
+            "MCP tools/call requests by agent, server, tool and decision",
+            tool_calls.clone(),
+        );
+        let durations =
+            Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register_with_unit(
+            "mesh_request_duration",
+            "From a request's head to its response's end, by agent and protocol",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "mesh_llm_tokens",
+            "LLM tokens by agent, provider, model and kind (input, output, cached_input), estimated ones included",
+            llm_tokens.clone(),
+        );
         if let Some(governor) = governor {
             registry.register_collector(Box::new(CgroupCollector { governor }));
         }
         Metrics {
             registry,
             requests,
+            tool_calls,
+            durations,
+            llm_tokens,
             ready: AtomicBool::new(false),
         }
     }
 
-    pub fn record_connection(&self, agent: Option<&str>, verdict: Verdict) {
-        let decision = match verdict {
-            Verdict::Forwarded => "allow",
-            Verdict::RefusedPolicy | Verdict::RefusedKernel => "refuse",
-            Verdict::NoOriginalDestination | Verdict::UpstreamFailed => "error",
-        };
+    /// An opaque TCP connection (`protocol="tcp"`) or TLS passthrough.
+    pub fn record_connection(&self, agent: Option<&str>, protocol: Protocol, verdict: Verdict) {
+        self.record_request(agent, protocol, decision_label(verdict));
+    }
+
+    pub fn record_request(&self, agent: Option<&str>, protocol: Protocol, decision: &str) {
         self.requests
             .get_or_create(&RequestLabels {
                 agent: agent.unwrap_or("unknown").to_owned(),
-                protocol: "tcp".to_owned(),
+                protocol: protocol.as_str().to_owned(),
                 decision: decision.to_owned(),
             })
             .inc();
+    }
+
+    pub fn record_tool_call(&self, agent: &str, server: &str, tool: &str, decision: &str) {
+        self.tool_calls
+            .get_or_create(&ToolCallLabels {
+                agent: agent.to_owned(),
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn observe_duration(&self, agent: &str, protocol: Protocol, seconds: f64) {
+        self.durations
+            .get_or_create(&DurationLabels {
+                agent: agent.to_owned(),
+                protocol: protocol.as_str().to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn add_tokens(&self, agent: &str, provider: &str, model: &str, usage: &Usage) {
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached_input", usage.cached_input_tokens),
+        ] {
+            if n > 0 {
+                self.llm_tokens
+                    .get_or_create(&TokenLabels {
+                        agent: agent.to_owned(),
+                        provider: provider.to_owned(),
+                        model: model.to_owned(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

@@ -1,4 +1,5 @@
-//! Connection records: one per governed connection (forwarded or refused).
+//! Records: one per governed connection (forwarded or refused) and, for
+//! HTTP, one per request with what the request said (`call`).
 //! Kept in a bounded in-memory ring for `meshctl audit tail` and logged as
 //! structured events; the hash-chained audit log (a later issue) persists them.
 use std::{
@@ -11,6 +12,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::l7::{Direction, Protocol, RpcId};
 
 /// How the mesh handled a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,12 @@ pub enum Verdict {
     NoOriginalDestination,
     /// Allowed, but the upstream connect failed.
     UpstreamFailed,
+    /// A request that could not be parsed where its parse decides policy;
+    /// answered with a protocol error, never forwarded.
+    Malformed,
+    /// A call that needs a human's approval; answered as a refusal that says
+    /// so until approvals exist.
+    Held,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +55,68 @@ pub struct ConnectionRecord {
     pub bytes_to_upstream: u64,
     pub bytes_to_client: u64,
     pub duration_ms: u64,
+    /// What was spoken: absent for opaque TCP connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// The TLS SNI or HTTP Host the agent used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// For a request record: the call and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallSummary>,
+}
+
+/// One L7 call and its outcome, as the audit keeps it: a stable, flat schema
+/// independent of the parsers' types.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallSummary {
+    pub direction: Option<Direction>,
+    /// HTTP method and path of the request.
+    pub http_method: String,
+    pub path: String,
+    /// JSON-RPC method, LLM API or HTTP method.
+    pub method: String,
+    /// Tool, resource URI, prompt or model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_id: Option<RpcId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Status the agent got (0 when none was sent).
+    pub http_status: u16,
+    /// `result`, `error`, `http`, `input_required` or `cut`; absent when the
+    /// call never reached the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// MCP `isError` (the tool failed).
+    #[serde(default)]
+    pub is_error: bool,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub latency_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageSummary>,
+}
+
+/// LLM token usage of a call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSummary {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    /// True when counted from a stream cut before the provider's usage.
+    pub estimated: bool,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -89,7 +160,12 @@ impl RecordLog {
             bytes_up = record.bytes_to_upstream,
             bytes_down = record.bytes_to_client,
             duration_ms = record.duration_ms,
-            "connection"
+            protocol = record.protocol.map_or("tcp", |p| p.as_str()),
+            server_name = record.server_name.as_deref().unwrap_or("-"),
+            method = record.call.as_ref().map_or("-", |c| c.method.as_str()),
+            name = record.call.as_ref().and_then(|c| c.name.as_deref()).unwrap_or("-"),
+            outcome = record.call.as_ref().and_then(|c| c.outcome.as_deref()).unwrap_or("-"),
+            "record"
         );
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == self.capacity {
@@ -127,6 +203,9 @@ mod tests {
             bytes_to_upstream: 0,
             bytes_to_client: 0,
             duration_ms: 0,
+            protocol: None,
+            server_name: None,
+            call: None,
         }
     }
 

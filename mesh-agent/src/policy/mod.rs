@@ -5,6 +5,7 @@
 //! Pure: no sockets, no BPF. `load_dir` is the only function that touches
 //! the file system, and only to read the files.
 
+mod decision;
 mod egress;
 mod error;
 mod model;
@@ -13,6 +14,7 @@ pub(crate) mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use decision::{CallContext, Decision, DecisionPoint};
 pub use error::{PolicyError, PolicyErrors};
 pub use model::{valid_agent_name, API_VERSION, KIND, MAX_AGENT_NAME_LEN};
 
@@ -60,6 +62,23 @@ pub trait EgressPolicy: Send + Sync {
         dst: SocketAddr,
         server_name: Option<&str>,
     ) -> EgressDecision;
+
+    /// Whether TLS from `agent` to `dst` (SNI `server_name`) is terminated by
+    /// the mesh or passed through untouched (the default).
+    fn tls_mode(&self, agent: &str, dst: SocketAddr, server_name: Option<&str>) -> TlsMode {
+        let _ = (agent, dst, server_name);
+        TlsMode::Passthrough
+    }
+}
+
+/// How the proxy treats a TLS connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Relay the bytes; the SNI is the name for egress decisions.
+    Passthrough,
+    /// Present a leaf from the mesh CA, parse the calls inside, and open TLS
+    /// again to the destination, trusting the system roots and `upstream_ca`.
+    Terminate { upstream_ca: Option<Arc<str>> },
 }
 
 /// All loaded policies, one per agent. Cheap to clone (shared, immutable):
@@ -79,6 +98,9 @@ struct AgentPolicy {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
     cgroup: Option<String>,
+    /// `tls.terminate` entries.
+    terminate: Vec<EgressEntry>,
+    upstream_ca: Option<Arc<str>>,
 }
 
 /// An egress entry with its precomputed rule name (no formatting per decision).
@@ -249,6 +271,7 @@ impl Default for PolicySet {
 impl AgentPolicy {
     fn compile(file: &str, doc: PolicyDoc) -> AgentPolicy {
         let spec = doc.egress.unwrap_or_default();
+        let tls = doc.tls.unwrap_or_default();
         let rules = |section: &str, entries: Vec<EgressEntry>| -> Vec<Rule> {
             entries
                 .into_iter()
@@ -265,11 +288,31 @@ impl AgentPolicy {
             allow: rules("allow", spec.allow),
             deny: rules("deny", spec.deny),
             cgroup: doc.selector.map(|s| s.cgroup.0),
+            terminate: tls.terminate,
+            upstream_ca: tls.upstream_ca.map(Into::into),
         }
     }
 }
 
 impl EgressPolicy for PolicySet {
+    fn tls_mode(&self, agent: &str, dst: SocketAddr, server_name: Option<&str>) -> TlsMode {
+        let Some(policy) = self.agents.get(agent) else {
+            return TlsMode::Passthrough;
+        };
+        let ip = canonical_ip(dst.ip());
+        if policy
+            .terminate
+            .iter()
+            .any(|e| e.matches(ip, dst.port(), server_name))
+        {
+            TlsMode::Terminate {
+                upstream_ca: policy.upstream_ca.clone(),
+            }
+        } else {
+            TlsMode::Passthrough
+        }
+    }
+
     fn decide_egress(
         &self,
         agent: &str,

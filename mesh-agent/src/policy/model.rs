@@ -35,6 +35,7 @@ pub(crate) struct PolicyDoc {
     #[serde(rename = "match")]
     pub selector: Option<Selector>,
     pub egress: Option<EgressSpec>,
+    pub tls: Option<TlsSpec>,
     // Not enforced yet: accepted as YAML values, typed by a later issue.
     #[allow(dead_code)]
     pub mcp: Option<serde_yaml_ng::Value>,
@@ -83,6 +84,23 @@ pub(crate) struct EgressSpec {
     pub allow: Vec<EgressEntry>,
     #[serde(default)]
     pub deny: Vec<EgressEntry>,
+}
+
+/// `tls:` — which destinations mesh-agent terminates TLS for (to see the
+/// calls inside) instead of passing it through by SNI.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a tls mapping with terminate and upstream_ca"
+)]
+pub(crate) struct TlsSpec {
+    /// Destinations (egress entry syntax: IP, CIDR, DNS name matched against
+    /// the SNI, each with a port) whose TLS is terminated.
+    #[serde(default)]
+    pub terminate: Vec<EgressEntry>,
+    /// A PEM file of CA certificates trusted for the upstream leg, in
+    /// addition to the system roots.
+    pub upstream_ca: Option<String>,
 }
 
 /// What happens to a destination no entry matches. Deny unless said otherwise.

@@ -2,7 +2,11 @@
 //! original destination and identity from the kernel, decide egress, and carry
 //! bytes both ways to where the agent meant to go.
 pub mod addr;
+pub mod io;
+pub mod pool;
+pub mod refuse;
 pub mod relay;
+pub mod sniff;
 
 use std::{
     net::SocketAddr,
@@ -199,7 +203,7 @@ impl Proxy {
     ) {
         let identity = conn.identity.as_ref();
         let agent = conn.agent();
-        self.metrics.record_connection(agent, verdict);
+        self.metrics.record_connection(agent, crate::l7::Protocol::Tcp, verdict);
         self.records.push(ConnectionRecord {
             id: self.records.next_id(),
             start_unix_ms: unix_ms(conn.started),
@@ -216,6 +220,9 @@ impl Proxy {
             bytes_to_upstream: up,
             bytes_to_client: down,
             duration_ms: conn.clock.elapsed().as_millis() as u64,
+            protocol: None,
+            server_name: None,
+            call: None,
         });
     }
 }

@@ -1,0 +1,79 @@
+//! The decision point the proxy calls for every L7 call. For now the egress
+//! allow list implements it (a call is allowed where its agent may connect);
+//! the policy engine replaces that with capabilities, conditions and budgets.
+use std::{net::SocketAddr, sync::Arc};
+
+use super::{EgressDecision, EgressPolicy, PolicySet};
+use crate::l7::Call;
+
+/// Everything a decision may depend on: who calls (from the kernel, never from
+/// headers), where to (the original destination and the name the agent used),
+/// and what the bytes say.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    pub agent: &'a str,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub uid: u32,
+    /// The original destination the agent connected to.
+    pub server: SocketAddr,
+    /// The TLS SNI or HTTP Host (without port) the agent sent, if any.
+    pub server_name: Option<&'a str>,
+    /// The HTTP request path (with query).
+    pub path: &'a str,
+    pub call: &'a Call,
+}
+
+/// What to do with one call. `rule` names what decided (audit, metrics and
+/// the refusal the agent sees); shared text so an allow does not allocate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow { rule: Arc<str> },
+    Refuse { rule: Arc<str>, reason: String },
+    /// A human must approve first. Until approvals exist the proxy answers a
+    /// hold as a refusal that says approval is required.
+    Hold { rule: Arc<str>, reason: String },
+}
+
+impl Decision {
+    pub fn rule(&self) -> &str {
+        match self {
+            Decision::Allow { rule } | Decision::Refuse { rule, .. } | Decision::Hold { rule, .. } => {
+                rule
+            }
+        }
+    }
+
+    /// The `decision` label value of `mesh_requests_total` and
+    /// `mesh_tool_calls_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Refuse { .. } => "refuse",
+            Decision::Hold { .. } => "hold",
+        }
+    }
+}
+
+/// Decides each call the proxy sees.
+pub trait DecisionPoint: Send + Sync {
+    fn decide(&self, ctx: &CallContext<'_>) -> Decision;
+}
+
+impl From<EgressDecision> for Decision {
+    fn from(d: EgressDecision) -> Decision {
+        match d {
+            EgressDecision::Allow { rule } => Decision::Allow { rule },
+            EgressDecision::Refuse { rule, reason } => Decision::Refuse { rule, reason },
+        }
+    }
+}
+
+/// Until capabilities are enforced: a call is allowed exactly where its agent
+/// may connect, by address or by the name it used.
+impl DecisionPoint for PolicySet {
+    fn decide(&self, ctx: &CallContext<'_>) -> Decision {
+        self.decide_egress(ctx.agent, ctx.server, ctx.server_name)
+            .into()
+    }
+}
