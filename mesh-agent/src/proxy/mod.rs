@@ -7,6 +7,7 @@ pub mod pool;
 pub mod refuse;
 pub mod relay;
 pub mod sniff;
+pub mod tls;
 
 use std::{
     net::SocketAddr,
