@@ -12,10 +12,10 @@ use crate::{
     admin::server::{self as admin_server, Admin},
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
     cgroup,
-    config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, TAG_GC_INTERVAL},
+    config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SNIFF_TIMEOUT, TAG_GC_INTERVAL},
     metrics::{self, Metrics},
     policy::PolicySet,
-    proxy::{addr::OrigDst, ActiveConnections, Proxy},
+    proxy::{addr::OrigDst, tls::MeshCa, L7Settings, Proxy, ProxyParts},
     records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::{CgroupLayout, Governor},
 };
@@ -85,16 +85,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new(Some(governor.clone())));
     let records = Arc::new(RecordLog::new(RECORD_RING_CAPACITY));
-    let active = ActiveConnections::default();
-    let proxy = Arc::new(Proxy {
+    // The CA for `tls: terminate`; without it those connections are refused
+    // (and say why), everything else still works.
+    let mesh_ca = match MeshCa::load_or_create(&config.data_dir) {
+        Ok(ca) => Some(Arc::new(ca)),
+        Err(e) => {
+            warn!(error = %e, "mesh CA unavailable: tls terminate will refuse connections");
+            None
+        }
+    };
+    let proxy = Arc::new(Proxy::new(ProxyParts {
         governor: governor.clone(),
         orig_dst: maps.clone() as Arc<dyn OrigDstSource>,
         policy: policy.clone(),
+        decisions: policy.clone(),
         records: records.clone(),
         metrics: metrics.clone(),
-        active: active.clone(),
         upstream_mark: Some(mesh_common::MESH_SOCKET_MARK),
-    });
+        l7: L7Settings {
+            body_limit: config.max_body_bytes,
+            sniff_timeout: SNIFF_TIMEOUT,
+        },
+        mesh_ca,
+    }));
+    let active = proxy.active.clone();
 
     let mut tasks = Vec::new();
     for addr in &config.listen {
@@ -144,7 +158,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             mesh_common::verdict::RECORD_FAILED => "could not record the original destination",
             _ => "refused in the kernel",
         };
-        event_metrics.record_connection(agent.as_deref(), crate::l7::Protocol::Tcp, Verdict::RefusedKernel);
+        event_metrics.record_connection(
+            agent.as_deref(),
+            crate::l7::Protocol::Tcp,
+            Verdict::RefusedKernel,
+        );
         event_records.push(ConnectionRecord {
             id: event_records.next_id(),
             start_unix_ms: unix_ms(std::time::SystemTime::now()),

@@ -1,7 +1,9 @@
-//! The transparent L4 proxy: accept redirected connections, recover the
-//! original destination and identity from the kernel, decide egress, and carry
-//! bytes both ways to where the agent meant to go.
+//! The transparent proxy: accept redirected connections, recover the
+//! original destination and identity from the kernel, sniff what the agent
+//! speaks, and either relay bytes (opaque TCP, TLS passthrough) or serve
+//! HTTP and decide every call in it ([`http`]).
 pub mod addr;
+pub mod http;
 pub mod io;
 pub mod pool;
 pub mod refuse;
@@ -10,43 +12,87 @@ pub mod sniff;
 pub mod tls;
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime},
 };
 
+use bytes::{Bytes, BytesMut};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::{TcpListener, TcpSocket, TcpStream},
     sync::watch,
 };
 use tracing::{debug, info_span, warn, Instrument as _};
 
-use self::addr::{ClientAddr, OrigDst};
+use self::{
+    addr::{ClientAddr, OrigDst},
+    http::{HttpConn, Sessions, TlsLeg},
+    io::Prefixed,
+    pool::{UpstreamPool, UpstreamTls},
+    sniff::{SniffStatus, Sniffed},
+    tls::MeshCa,
+};
 use crate::{
     bpf::OrigDstSource,
-    config::UPSTREAM_CONNECT_TIMEOUT,
+    config::{SNIFF_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT},
+    l7::Protocol,
     metrics::Metrics,
-    policy::{EgressDecision, EgressPolicy},
+    policy::{DecisionPoint, EgressDecision, EgressPolicy, TlsMode},
     records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::Governor,
 };
+
+/// L7 settings.
+#[derive(Clone, Debug)]
+pub struct L7Settings {
+    /// Largest request body buffered for inspection.
+    pub body_limit: usize,
+    /// How long to wait for a client's first bytes.
+    pub sniff_timeout: Duration,
+}
+
+impl Default for L7Settings {
+    fn default() -> Self {
+        L7Settings {
+            body_limit: crate::config::DEFAULT_MAX_BODY_BYTES,
+            sniff_timeout: SNIFF_TIMEOUT,
+        }
+    }
+}
 
 /// Everything a connection task needs, shared.
 pub struct Proxy {
     pub governor: Arc<Governor>,
     pub orig_dst: Arc<dyn OrigDstSource>,
     pub policy: Arc<dyn EgressPolicy>,
+    pub decisions: Arc<dyn DecisionPoint>,
     pub records: Arc<RecordLog>,
     pub metrics: Arc<Metrics>,
     pub active: ActiveConnections,
     /// SO_MARK for upstream sockets (`MESH_SOCKET_MARK` in the daemon; `None`
     /// only in unprivileged tests, where setting a mark is not permitted).
     pub upstream_mark: Option<u32>,
+    pub l7: L7Settings,
+    pub pool: UpstreamPool,
+    pub sessions: Arc<Sessions>,
+    /// The CA that signs leaves for `tls: terminate` (None: terminate is
+    /// unavailable and such connections are refused).
+    pub mesh_ca: Option<Arc<MeshCa>>,
+    /// Upstream TLS client configs by (extra CA file, HTTP/2 offered).
+    upstream_tls: Mutex<HashMap<UpstreamTlsKey, UpstreamTls>>,
 }
+
+/// An upstream TLS client config's key: the extra CA file and whether HTTP/2
+/// is offered.
+type UpstreamTlsKey = (Option<Arc<str>>, bool);
 
 /// Counts connections in flight, for draining on shutdown.
 #[derive(Clone, Default)]
@@ -71,15 +117,46 @@ impl Drop for ActiveGuard {
 }
 
 /// What the kernel told us about a connection.
-struct Identity {
-    agent: Option<Arc<str>>,
-    cgroup_id: u64,
-    governing_cgroup_id: u64,
-    pid: u32,
-    uid: u32,
+pub struct Identity {
+    pub agent: Option<Arc<str>>,
+    pub cgroup_id: u64,
+    pub governing_cgroup_id: u64,
+    pub pid: u32,
+    pub uid: u32,
+}
+
+/// The parts of a [`Proxy`] that are not shared state.
+pub struct ProxyParts {
+    pub governor: Arc<Governor>,
+    pub orig_dst: Arc<dyn OrigDstSource>,
+    pub policy: Arc<dyn EgressPolicy>,
+    pub decisions: Arc<dyn DecisionPoint>,
+    pub records: Arc<RecordLog>,
+    pub metrics: Arc<Metrics>,
+    pub upstream_mark: Option<u32>,
+    pub l7: L7Settings,
+    pub mesh_ca: Option<Arc<MeshCa>>,
 }
 
 impl Proxy {
+    pub fn new(p: ProxyParts) -> Proxy {
+        Proxy {
+            governor: p.governor,
+            orig_dst: p.orig_dst,
+            policy: p.policy,
+            decisions: p.decisions,
+            records: p.records,
+            metrics: p.metrics,
+            active: ActiveConnections::default(),
+            upstream_mark: p.upstream_mark,
+            l7: p.l7,
+            pool: UpstreamPool::new(p.upstream_mark),
+            sessions: Arc::new(Sessions::default()),
+            mesh_ca: p.mesh_ca,
+            upstream_tls: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Accepts until `shutdown` turns true.
     pub async fn serve(
         self: Arc<Self>,
@@ -92,8 +169,9 @@ impl Proxy {
                     Ok((stream, peer)) => {
                         let guard = self.active.enter();
                         let proxy = self.clone();
+                        let shutdown = shutdown.clone();
                         tokio::spawn(async move {
-                            proxy.handle(stream, ClientAddr(peer)).await;
+                            proxy.handle(stream, ClientAddr(peer), shutdown).await;
                             drop(guard);
                         });
                     }
@@ -112,13 +190,20 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, client: TcpStream, client_addr: ClientAddr) {
+    async fn handle(
+        self: Arc<Self>,
+        client: TcpStream,
+        client_addr: ClientAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let mut conn = Conn {
             started: SystemTime::now(),
             clock: Instant::now(),
             client: client_addr,
             identity: None,
             dst: None,
+            protocol: None,
+            server_name: None,
         };
         let Some(kernel) = self.orig_dst.take(&client_addr.peer_key()) else {
             // Not redirected by our programs (a direct connection to the
@@ -151,17 +236,54 @@ impl Proxy {
             uid: kernel.uid,
         });
         async {
-            let decision = match conn.agent() {
-                Some(agent) => self.policy.decide_egress(agent, dst.normalized(), None),
-                None => EgressDecision::Refuse {
-                    rule: "unknown-agent".into(),
-                    reason: format!(
-                        "agent id {:#x} has no name (untagged meanwhile)",
-                        kernel.agent_id
-                    ),
-                },
+            let Some(agent) = conn.identity.as_ref().and_then(|i| i.agent.clone()) else {
+                let reason = format!(
+                    "agent id {:#x} has no name (untagged meanwhile)",
+                    kernel.agent_id
+                );
+                drop(client);
+                self.finish(
+                    &conn,
+                    Verdict::RefusedPolicy,
+                    "unknown-agent",
+                    Some(reason),
+                    (0, 0),
+                );
+                return;
             };
-            let rule = match decision {
+            let mut client = client;
+            let (prefix, sniffed) = sniff_client(&mut client, self.l7.sniff_timeout).await;
+            match sniffed {
+                Sniffed::Opaque => {
+                    conn.protocol = Some(Protocol::Tcp);
+                    self.relay_opaque(conn, &agent, client, prefix).await;
+                }
+                Sniffed::Tls(hello) => {
+                    conn.protocol = Some(Protocol::Tls);
+                    conn.server_name = hello.sni.clone();
+                    self.handle_tls(conn, agent, client, prefix, hello, shutdown)
+                        .await;
+                }
+                Sniffed::Http1 | Sniffed::Http2PriorKnowledge => {
+                    conn.protocol = Some(Protocol::Http);
+                    let h2 = sniffed == Sniffed::Http2PriorKnowledge;
+                    let io = Prefixed::new(prefix, client);
+                    self.serve_http(conn, agent, io, h2, None, shutdown).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Opaque TCP and TLS passthrough: the L4/SNI decision, then bytes.
+    async fn relay_opaque(&self, conn: Conn, agent: &str, client: TcpStream, prefix: Bytes) {
+        let Some(dst) = conn.dst else { return };
+        let rule =
+            match self
+                .policy
+                .decide_egress(agent, dst.normalized(), conn.server_name.as_deref())
+            {
                 EgressDecision::Refuse { rule, reason } => {
                     debug!(%rule, %reason, "egress refused");
                     drop(client);
@@ -170,28 +292,201 @@ impl Proxy {
                 }
                 EgressDecision::Allow { rule } => rule,
             };
-            let upstream = match connect_upstream(dst, self.upstream_mark).await {
-                Ok(upstream) => upstream,
-                Err(e) => {
-                    // Reset, so the agent sees a failed connection as it would
-                    // have without the mesh.
-                    let _ = client.set_zero_linger();
-                    drop(client);
-                    self.finish(
-                        &conn,
-                        Verdict::UpstreamFailed,
-                        &rule,
-                        Some(e.to_string()),
-                        (0, 0),
-                    );
-                    return;
-                }
-            };
-            let bytes = relay::relay(client, upstream).await;
-            self.finish(&conn, Verdict::Forwarded, &rule, None, bytes);
+        let mut upstream = match connect_upstream(dst, self.upstream_mark).await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                // Reset, so the agent sees a failed connection as it would
+                // have without the mesh.
+                let _ = client.set_zero_linger();
+                drop(client);
+                self.finish(
+                    &conn,
+                    Verdict::UpstreamFailed,
+                    &rule,
+                    Some(e.to_string()),
+                    (0, 0),
+                );
+                return;
+            }
+        };
+        // The bytes read while sniffing go first.
+        if let Err(e) = upstream.write_all(&prefix).await {
+            self.finish(
+                &conn,
+                Verdict::UpstreamFailed,
+                &rule,
+                Some(e.to_string()),
+                (0, 0),
+            );
+            return;
         }
-        .instrument(span)
-        .await
+        let (up, down) = relay::relay(client, upstream).await;
+        self.finish(
+            &conn,
+            Verdict::Forwarded,
+            &rule,
+            None,
+            (up + prefix.len() as u64, down),
+        );
+    }
+
+    async fn handle_tls(
+        self: Arc<Self>,
+        conn: Conn,
+        agent: Arc<str>,
+        client: TcpStream,
+        prefix: Bytes,
+        hello: sniff::ClientHello,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let Some(dst) = conn.dst else { return };
+        let sni = hello.sni.as_deref();
+        let upstream_ca = match self.policy.tls_mode(&agent, dst.normalized(), sni) {
+            TlsMode::Passthrough => return self.relay_opaque(conn, &agent, client, prefix).await,
+            TlsMode::Terminate { upstream_ca } => upstream_ca,
+        };
+        // The L4/SNI decision first: a refused destination never sees a
+        // handshake from the mesh either.
+        if let EgressDecision::Refuse { rule, reason } =
+            self.policy.decide_egress(&agent, dst.normalized(), sni)
+        {
+            drop(client);
+            self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
+            return;
+        }
+        let Some(ca) = self.mesh_ca.clone() else {
+            let reason = "tls: terminate is configured but the mesh CA is not available";
+            self.finish(
+                &conn,
+                Verdict::RefusedPolicy,
+                "tls.terminate",
+                Some(reason.into()),
+                (0, 0),
+            );
+            return;
+        };
+        // Offer the client only what the mesh speaks, in the client's order;
+        // the upstream leg offers the protocol chosen here.
+        let alpn: Vec<Vec<u8>> = hello
+            .alpn
+            .iter()
+            .filter(|p| p.as_slice() == b"h2" || p.as_slice() == b"http/1.1")
+            .cloned()
+            .collect();
+        let fallback = dst.0.ip().to_string();
+        let config = match tls::server_config_for(ca, fallback, alpn) {
+            Ok(c) => c,
+            Err(e) => {
+                self.finish(
+                    &conn,
+                    Verdict::UpstreamFailed,
+                    "tls.terminate",
+                    Some(e.to_string()),
+                    (0, 0),
+                );
+                return;
+            }
+        };
+        let accepted = tokio_rustls::TlsAcceptor::from(config)
+            .accept(Prefixed::new(prefix, client))
+            .await;
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Typically the agent does not trust the mesh CA.
+                self.finish(
+                    &conn,
+                    Verdict::UpstreamFailed,
+                    "tls.terminate",
+                    Some(format!("TLS handshake with the agent failed: {e}")),
+                    (0, 0),
+                );
+                return;
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let upstream = match self.upstream_tls(upstream_ca, h2) {
+            Ok(u) => u,
+            Err(e) => {
+                self.finish(
+                    &conn,
+                    Verdict::UpstreamFailed,
+                    "tls.terminate",
+                    Some(e),
+                    (0, 0),
+                );
+                return;
+            }
+        };
+        let leg = TlsLeg {
+            sni: hello.sni.as_deref().map(Arc::from),
+            upstream,
+        };
+        self.serve_http(conn, agent, stream, h2, Some(leg), shutdown)
+            .await;
+    }
+
+    fn upstream_tls(&self, extra_ca: Option<Arc<str>>, h2: bool) -> Result<UpstreamTls, String> {
+        let mut cache = self.upstream_tls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = cache.get(&(extra_ca.clone(), h2)) {
+            return Ok(u.clone());
+        }
+        let alpn = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let config = tls::client_config(extra_ca.as_deref().map(std::path::Path::new), alpn)
+            .map_err(|e| e.to_string())?;
+        let u = UpstreamTls { config };
+        cache.insert((extra_ca, h2), u.clone());
+        Ok(u)
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on an agent's connection until it closes
+    /// (or the daemon drains: then in-flight requests finish first).
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        conn: Conn,
+        agent: Arc<str>,
+        io: I,
+        h2: bool,
+        tls: Option<TlsLeg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http = Arc::new(HttpConn {
+            proxy: self.clone(),
+            conn,
+            agent,
+            tls,
+            h2,
+        });
+        let svc_conn = http.clone();
+        let service = service_fn(move |req| svc_conn.clone().serve(req));
+        let io = TokioIo::new(io);
+        let result = if h2 {
+            let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service);
+            tokio::pin!(c);
+            drive(c.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await
+        } else {
+            let c = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, service);
+            tokio::pin!(c);
+            drive(c.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await
+        };
+        let (verdict, reason) = match result {
+            Ok(()) => (Verdict::Forwarded, None),
+            Err(e) => (
+                Verdict::Malformed,
+                Some(format!("HTTP connection ended: {e}")),
+            ),
+        };
+        let rule = if reason.is_some() { "l7.http" } else { "http" };
+        self.finish(&http.conn, verdict, rule, reason, (0, 0));
     }
 
     fn finish(
@@ -204,7 +499,11 @@ impl Proxy {
     ) {
         let identity = conn.identity.as_ref();
         let agent = conn.agent();
-        self.metrics.record_connection(agent, crate::l7::Protocol::Tcp, verdict);
+        let protocol = conn.protocol.unwrap_or(Protocol::Tcp);
+        // HTTP connections count their requests, not themselves.
+        if protocol != Protocol::Http {
+            self.metrics.record_connection(agent, protocol, verdict);
+        }
         self.records.push(ConnectionRecord {
             id: self.records.next_id(),
             start_unix_ms: unix_ms(conn.started),
@@ -221,20 +520,76 @@ impl Proxy {
             bytes_to_upstream: up,
             bytes_to_client: down,
             duration_ms: conn.clock.elapsed().as_millis() as u64,
-            protocol: None,
-            server_name: None,
+            protocol: conn.protocol.filter(|p| *p != Protocol::Tcp),
+            server_name: conn.server_name.clone(),
             call: None,
         });
     }
 }
 
+/// Runs a hyper connection to its end; when the daemon drains, asks it to
+/// finish the requests in flight and close.
+async fn drive<C, E>(
+    mut c: std::pin::Pin<&mut C>,
+    shutdown: &mut watch::Receiver<bool>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
+    let mut graceful = Some(graceful);
+    loop {
+        tokio::select! {
+            r = c.as_mut() => return r,
+            changed = shutdown.changed(), if graceful.is_some() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    if let Some(g) = graceful.take() {
+                        g(c.as_mut());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads the client's first bytes until the protocol is known, the client
+/// goes quiet for `timeout` (server-speaks-first protocols: opaque) or
+/// closes. The bytes read are returned to be replayed.
+async fn sniff_client(client: &mut TcpStream, timeout: Duration) -> (Bytes, Sniffed) {
+    let mut buf = BytesMut::with_capacity(2048);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match sniff::sniff(&buf) {
+            SniffStatus::Done(s) if !buf.is_empty() => return (buf.freeze(), s),
+            _ => {}
+        }
+        if buf.len() >= sniff::SNIFF_MAX_BYTES {
+            let s = sniff::sniff_final(&buf);
+            return (buf.freeze(), s);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            // Closed, failed or quiet: decide on what there is.
+            _ => {
+                let s = sniff::sniff_final(&buf);
+                return (buf.freeze(), s);
+            }
+        }
+    }
+}
+
 /// One accepted connection, as far as it is known.
-struct Conn {
+pub struct Conn {
     started: SystemTime,
     clock: Instant,
     client: ClientAddr,
     identity: Option<Identity>,
     dst: Option<OrigDst>,
+    protocol: Option<Protocol>,
+    server_name: Option<String>,
 }
 
 impl Conn {
@@ -288,6 +643,7 @@ mod tests {
     //! The proxy's logic over in-memory maps: no root, no BPF.
     use std::net::SocketAddr;
 
+    use hyper::service::service_fn;
     use mesh_common::{agent_id, CgroupTag};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -321,15 +677,21 @@ mod tests {
         let governor = Arc::new(Governor::new(maps.clone(), layout).unwrap());
         let policy = PolicySet::from_files(&[("p.yaml".into(), policy.into())]).unwrap();
         let records = Arc::new(RecordLog::new(16));
-        let proxy = Arc::new(Proxy {
+        let policy = Arc::new(policy);
+        let proxy = Arc::new(Proxy::new(ProxyParts {
             governor,
             orig_dst: maps.clone(),
-            policy: Arc::new(policy),
+            policy: policy.clone(),
+            decisions: policy,
             records: records.clone(),
             metrics: Arc::new(Metrics::new(None)),
-            active: ActiveConnections::default(),
             upstream_mark: None,
-        });
+            l7: L7Settings {
+                body_limit: 1024,
+                sniff_timeout: Duration::from_millis(50),
+            },
+            mesh_ca: None,
+        }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listen = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
@@ -473,5 +835,153 @@ mod tests {
             "{:?}",
             records[0]
         );
+    }
+
+    /// An HTTP/1.1 upstream answering every POST like an MCP server would:
+    /// JSON for requests, or an SSE stream when the path is `/sse-answer`.
+    async fn mcp_upstream() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let sse = req.uri().path() == "/sse-answer";
+                        let body = http_body_util::BodyExt::collect(req.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let reply = serde_json::json!({"jsonrpc":"2.0","id":v["id"],
+                            "result":{"content":[{"type":"text","text":"5"}],"isError":false}});
+                        let (ct, text) = if sse {
+                            (
+                                "text/event-stream",
+                                format!("id: p1\ndata:\n\nevent: message\ndata: {reply}\n\n"),
+                            )
+                        } else {
+                            ("application/json", reply.to_string())
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", ct)
+                                .body(http_body_util::Full::new(Bytes::from(text)))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn post(path: &str, body: &str, extra: &str) -> String {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: tools.example\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    async fn exchange(f: &Fixture, dst: SocketAddr, request: &str) -> String {
+        let mut client = governed_client(f, dst).await;
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = client.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn call_record(f: &Fixture) -> ConnectionRecord {
+        for _ in 0..200 {
+            if let Some(r) = f.records.tail(100).into_iter().find(|r| r.call.is_some()) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no call record in {:?}", f.records.tail(100));
+    }
+
+    const TOOLS_CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}"#;
+
+    #[tokio::test]
+    async fn an_mcp_call_is_parsed_forwarded_and_its_outcome_recorded() {
+        let upstream = mcp_upstream().await;
+        let f = fixture(&policy_allowing(&upstream.to_string())).await;
+        let resp = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, "")).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.contains(r#""text":"5""#), "{resp}");
+        let r = call_record(&f).await;
+        assert_eq!(r.protocol, Some(Protocol::Mcp));
+        assert_eq!(r.verdict, Verdict::Forwarded);
+        let call = r.call.unwrap();
+        assert_eq!(call.method, "tools/call");
+        assert_eq!(call.name.as_deref(), Some("add"));
+        assert_eq!(call.arguments, Some(serde_json::json!({"a":2,"b":3})));
+        assert_eq!(call.outcome.as_deref(), Some("result"));
+        assert_eq!(r.server_name.as_deref(), Some("tools.example"));
+    }
+
+    #[tokio::test]
+    async fn an_sse_answer_is_matched_to_its_call() {
+        let upstream = mcp_upstream().await;
+        let f = fixture(&policy_allowing(&upstream.to_string())).await;
+        let resp = exchange(&f, upstream, &post("/sse-answer", TOOLS_CALL, "")).await;
+        assert!(resp.contains("event: message"), "{resp}");
+        let call = call_record(&f).await.call.unwrap();
+        assert_eq!(call.outcome.as_deref(), Some("result"));
+        assert_eq!(call.jsonrpc_id, Some(crate::l7::RpcId::Number(3)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_gets_the_jsonrpc_error_naming_the_rule() {
+        let upstream = mcp_upstream().await;
+        let f = fixture(&policy_allowing("127.0.0.9:1")).await;
+        let resp = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, "")).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.contains(r#""code":-32001"#), "{resp}");
+        assert!(resp.contains(r#""rule":"egress.default""#), "{resp}");
+        let r = call_record(&f).await;
+        assert_eq!(r.verdict, Verdict::RefusedPolicy);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_bodies_are_refused_and_the_proxy_keeps_serving() {
+        let upstream = mcp_upstream().await;
+        let f = fixture(&policy_allowing(&upstream.to_string())).await;
+        let truncated = exchange(
+            &f,
+            upstream,
+            &post("/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"tools/ca"#, ""),
+        )
+        .await;
+        assert!(truncated.starts_with("HTTP/1.1 400"), "{truncated}");
+        assert!(truncated.contains("-32700"), "{truncated}");
+        let batch = exchange(&f, upstream, &post("/mcp", &format!("[{TOOLS_CALL}]"), "")).await;
+        assert!(batch.starts_with("HTTP/1.1 400"), "{batch}");
+        assert!(batch.contains("-32600"), "{batch}");
+        // The fixture's limit is 1 KiB.
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{}"}}}}"#,
+            "x".repeat(2000)
+        );
+        let too_large = exchange(&f, upstream, &post("/mcp", &big, "")).await;
+        assert!(too_large.starts_with("HTTP/1.1 413"), "{too_large}");
+        let ok = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, "")).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    }
+
+    #[tokio::test]
+    async fn mcp_headers_that_disagree_with_the_body_are_refused() {
+        let upstream = mcp_upstream().await;
+        let f = fixture(&policy_allowing(&upstream.to_string())).await;
+        let headers =
+            "mcp-protocol-version: 2026-07-28\r\nmcp-method: tools/call\r\nmcp-name: read_file\r\n";
+        let resp = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, headers)).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        let r = call_record(&f).await;
+        assert_eq!(r.verdict, Verdict::Malformed);
     }
 }

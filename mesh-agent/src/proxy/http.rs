@@ -1,0 +1,1117 @@
+//! HTTP/1.1 and HTTP/2 from governed agents: every request is classified
+//! (MCP, A2A, LLM API or plain HTTP), decided, forwarded on a pooled upstream
+//! connection and its response streamed back through an inspector that
+//! extracts the outcome (JSON-RPC result or error, LLM usage) on the fly.
+//!
+//! Bodies that decide policy (JSON) are buffered up to `body_limit`; all other
+//! bodies, and every response, stream through with hyper's backpressure. A
+//! response is never buffered as a whole: the inspector keeps a bounded copy
+//! of a JSON response (to read its outcome) and parses SSE event by event.
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    http::request::Parts,
+    Request, Response, StatusCode,
+};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{
+    addr::OrigDst,
+    pool::{BoxError, PoolKey, ProxyBody, UpstreamError, UpstreamTls},
+    refuse::{self, Framing},
+    Conn, Proxy,
+};
+use crate::{
+    l7::{
+        jsonrpc::{self, Message},
+        llm::{LlmApi, Usage, UsageTracker},
+        mcp::{self, McpGeneration},
+        request::{self, Classified},
+        sse::{SseEvent, SseParser},
+        Call, Direction, L7Error, OutcomeStatus, Protocol, RpcId,
+    },
+    policy::{CallContext, Decision},
+    records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
+};
+
+/// Largest single SSE event the inspector parses; larger events pass through
+/// unparsed (the stream is not cut for it).
+const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Calls whose outcome arrives on another request (2024-11-05 responses on
+/// the GET stream; replies to server-to-client requests) are remembered this
+/// long and at most this many at once.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+const MAX_PENDING: usize = 16_384;
+
+/// One HTTP connection from a governed agent.
+pub struct HttpConn {
+    pub proxy: Arc<Proxy>,
+    pub conn: Conn,
+    pub agent: Arc<str>,
+    /// Present when mesh terminated the agent's TLS.
+    pub tls: Option<TlsLeg>,
+    /// The agent spoke HTTP/2 (so does the upstream leg, where it can).
+    pub h2: bool,
+}
+
+/// The terminated TLS of a connection.
+pub struct TlsLeg {
+    pub sni: Option<Arc<str>>,
+    pub upstream: UpstreamTls,
+}
+
+impl HttpConn {
+    fn dst(&self) -> OrigDst {
+        self.conn
+            .dst
+            .unwrap_or(OrigDst(SocketAddr::from(([0, 0, 0, 0], 0))))
+    }
+
+    /// hyper's service entry point: never fails (errors become responses).
+    pub async fn serve(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        Ok(self.handle(req).await)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let clock = Instant::now();
+        let started = SystemTime::now();
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let server_name = self.server_name(&parts);
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let audit_id = self.proxy.records.next_id();
+        let mut ex = Exchange {
+            conn: self.clone(),
+            audit_id,
+            start_unix_ms: unix_ms(started),
+            clock,
+            protocol: Protocol::Http,
+            server_name: server_name.clone(),
+            summary: CallSummary {
+                http_method: parts.method.as_str().to_owned(),
+                path: path.clone(),
+                method: parts.method.as_str().to_owned(),
+                ..CallSummary::default()
+            },
+            tool: None,
+            llm: None,
+            verdict: Verdict::Forwarded,
+            rule: String::new(),
+            reason: None,
+        };
+
+        // The body, when its content decides policy.
+        let limit = self.proxy.l7.body_limit;
+        let (inspected, upstream_body): (Bytes, ProxyBody) = if request::wants_body(&parts) {
+            match read_limited(body, &parts.headers, limit).await {
+                Ok(bytes) => (
+                    bytes.clone(),
+                    Full::new(bytes).map_err(|n| match n {}).boxed(),
+                ),
+                Err(ReadError::TooLarge) => {
+                    let e = L7Error::TooLarge { limit };
+                    return ex.refuse_malformed(&e);
+                }
+                Err(ReadError::Client(e)) => {
+                    ex.verdict = Verdict::Malformed;
+                    ex.reason = Some(format!("reading the request body: {e}"));
+                    ex.rule = "http".into();
+                    return ex.respond_now(refuse::http_refusal(
+                        StatusCode::BAD_REQUEST,
+                        "http",
+                        "the request body could not be read",
+                        audit_id,
+                    ));
+                }
+            }
+        } else {
+            (Bytes::new(), body.map_err(BoxError::from).boxed())
+        };
+        ex.summary.request_bytes = inspected.len() as u64;
+
+        let classified = match request::classify(&parts, &inspected) {
+            Ok(c) => c,
+            Err(e) => return ex.refuse_malformed(&e),
+        };
+        let call = match classified {
+            Classified::Call(call) => call,
+            Classified::Plain => Call {
+                protocol: Protocol::Http,
+                direction: Direction::ClientToServer,
+                method: parts.method.as_str().to_owned(),
+                name: Some(parts.uri.path().to_owned()),
+                arguments: None,
+                id: None,
+                session: None,
+                version: None,
+                mcp: None,
+                a2a: None,
+                llm: None,
+            },
+            Classified::Reply {
+                id,
+                session,
+                status,
+            } => {
+                // The agent answers a request its server sent it: forwarded
+                // as is; the record is that server-to-client call's.
+                return self
+                    .forward_reply(ex, parts, upstream_body, id, session, status)
+                    .await;
+            }
+        };
+        ex.describe(&call);
+
+        let ctx = CallContext {
+            agent: &self.agent,
+            cgroup_id: self.conn.identity.as_ref().map_or(0, |i| i.cgroup_id),
+            pid: self.conn.identity.as_ref().map_or(0, |i| i.pid),
+            uid: self.conn.identity.as_ref().map_or(0, |i| i.uid),
+            server: self.dst().normalized(),
+            server_name: server_name.as_deref(),
+            path: &path,
+            call: &call,
+        };
+        let decision = self.proxy.decisions.decide(&ctx);
+        ex.rule = decision.rule().to_owned();
+        match decision {
+            Decision::Allow { .. } => {}
+            Decision::Refuse { rule, reason } => {
+                ex.verdict = Verdict::RefusedPolicy;
+                ex.reason = Some(reason.clone());
+                let resp = refusal(
+                    &call,
+                    &parts.headers,
+                    StatusCode::FORBIDDEN,
+                    &rule,
+                    &reason,
+                    audit_id,
+                );
+                return self.refuse_in_stream(ex, &call, resp);
+            }
+            Decision::Hold { rule, reason } => {
+                let reason = format!("approval required: {reason}");
+                ex.verdict = Verdict::Held;
+                ex.reason = Some(reason.clone());
+                let resp = refusal(
+                    &call,
+                    &parts.headers,
+                    StatusCode::FORBIDDEN,
+                    &rule,
+                    &reason,
+                    audit_id,
+                );
+                return self.refuse_in_stream(ex, &call, resp);
+            }
+        }
+
+        let req = Request::from_parts(parts, upstream_body);
+        let resp = match self.send_upstream(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                ex.verdict = Verdict::UpstreamFailed;
+                ex.reason = Some(e.to_string());
+                return ex.respond_now(refuse::bad_gateway(&e.to_string(), audit_id));
+            }
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        ex.summary.http_status = rparts.status.as_u16();
+        let inspector = Inspector::for_response(&call, &rparts, limit);
+        let pending_key = self.pending_key_for_later_outcome(&call, &rparts);
+        let body = match pending_key {
+            // 2024-11-05: the POST gets 202 and the response comes on the GET
+            // stream; the record completes there.
+            Some(key) => {
+                self.proxy
+                    .sessions
+                    .insert_pending(key, Pending::Call(Box::new(ex)));
+                InspectBody::new(rbody, Inspector::Count, None, None)
+            }
+            None => {
+                let injected = if matches!(inspector, Inspector::Legacy { .. }) {
+                    Some(self.proxy.sessions.clone())
+                } else {
+                    None
+                };
+                InspectBody::new(rbody, inspector, Some(ex), injected)
+            }
+        };
+        Response::from_parts(rparts, body.boxed())
+    }
+
+    /// A 2024-11-05 call (POST to the message endpoint) answered 202: its
+    /// outcome arrives on the session's GET stream.
+    fn pending_key_for_later_outcome(
+        &self,
+        call: &Call,
+        resp: &hyper::http::response::Parts,
+    ) -> Option<PendingKey> {
+        let legacy = call
+            .mcp
+            .as_ref()
+            .is_some_and(|m| m.generation == McpGeneration::HttpSse);
+        if !legacy || resp.status != StatusCode::ACCEPTED {
+            return None;
+        }
+        Some(PendingKey {
+            dst: self.dst().0,
+            session: call.session.as_deref()?.into(),
+            direction: Direction::ClientToServer,
+            id: call.id.clone()?,
+        })
+    }
+
+    /// A refusal of a 2024-11-05 call must arrive where its response would:
+    /// on the session's GET stream. The POST itself is accepted (202).
+    fn refuse_in_stream(
+        &self,
+        ex: Exchange,
+        call: &Call,
+        resp: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let legacy = call
+            .mcp
+            .as_ref()
+            .is_some_and(|m| m.generation == McpGeneration::HttpSse);
+        if legacy {
+            if let (Some(session), Some(id)) = (call.session.as_deref(), call.id.as_ref()) {
+                let message = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {
+                        "code": refuse::POLICY_REFUSAL_CODE,
+                        "message": format!("refused by mesh policy rule {}", ex.rule),
+                        "data": { "rule": ex.rule, "reason": ex.reason, "audit_id": ex.audit_id },
+                    },
+                });
+                if self
+                    .proxy
+                    .sessions
+                    .inject(self.dst().0, session, refuse::sse_event(&message))
+                {
+                    let mut accepted = Response::new(
+                        Full::new(Bytes::from_static(b"Accepted"))
+                            .map_err(|n| match n {})
+                            .boxed(),
+                    );
+                    *accepted.status_mut() = StatusCode::ACCEPTED;
+                    return ex.respond_now(accepted);
+                }
+            }
+        }
+        ex.respond_now(resp)
+    }
+
+    async fn forward_reply(
+        self: &Arc<Self>,
+        mut ex: Exchange,
+        parts: Parts,
+        body: ProxyBody,
+        id: Option<RpcId>,
+        session: Option<String>,
+        status: OutcomeStatus,
+    ) -> Response<ProxyBody> {
+        ex.protocol = Protocol::Mcp;
+        ex.summary.direction = Some(Direction::ServerToClient);
+        ex.summary.method = "reply".into();
+        ex.summary.jsonrpc_id = id.clone();
+        ex.summary.session = session.clone();
+        ex.rule = "reply".into();
+        if let (Some(id), Some(session)) = (id, session.as_deref()) {
+            let key = PendingKey {
+                dst: self.dst().0,
+                session: session.into(),
+                direction: Direction::ServerToClient,
+                id,
+            };
+            if let Some(Pending::ServerRequest { method, name, seen }) =
+                self.proxy.sessions.take_pending(&key)
+            {
+                ex.summary.method = method;
+                ex.summary.name = name;
+                ex.clock = seen;
+            }
+        }
+        apply_status(&mut ex.summary, &status, false);
+        let req = Request::from_parts(parts, body);
+        match self.send_upstream(req).await {
+            Ok(resp) => {
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                ex.summary.http_status = rparts.status.as_u16();
+                let outcome = ex.summary.outcome.take();
+                let body = InspectBody::new(rbody, Inspector::Count, None, None);
+                ex.summary.outcome = outcome;
+                ex.finish_now();
+                Response::from_parts(rparts, body.boxed())
+            }
+            Err(e) => {
+                ex.verdict = Verdict::UpstreamFailed;
+                ex.reason = Some(e.to_string());
+                let audit_id = ex.audit_id;
+                ex.respond_now(refuse::bad_gateway(&e.to_string(), audit_id))
+            }
+        }
+    }
+
+    async fn send_upstream(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let dst = self.dst().0;
+        let key = PoolKey {
+            dst,
+            tls_name: self.tls.as_ref().map(|t| {
+                t.sni
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(dst.ip().to_string()))
+            }),
+            h2: self.h2,
+        };
+        self.proxy
+            .pool
+            .send(&key, self.tls.as_ref().map(|t| &t.upstream), req)
+            .await
+    }
+
+    /// The name the agent used: the SNI it sent, else the HTTP authority
+    /// (without port, lower case).
+    fn server_name(&self, parts: &Parts) -> Option<String> {
+        if let Some(sni) = self.tls.as_ref().and_then(|t| t.sni.as_deref()) {
+            return Some(sni.to_owned());
+        }
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.host().to_owned())
+            .or_else(|| {
+                let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+                let auth: hyper::http::uri::Authority = host.parse().ok()?;
+                Some(auth.host().to_owned())
+            })?;
+        let host = authority.trim_start_matches('[').trim_end_matches(']');
+        Some(host.to_ascii_lowercase())
+    }
+}
+
+/// The refusal a call gets, in its protocol's shape.
+fn refusal(
+    call: &Call,
+    headers: &HeaderMap,
+    status: StatusCode,
+    rule: &str,
+    reason: &str,
+    audit_id: u64,
+) -> Response<ProxyBody> {
+    match call.protocol {
+        Protocol::Mcp | Protocol::A2a => {
+            let wants_stream = call.a2a.as_ref().is_some_and(|a| a.streaming);
+            let framing = Framing::for_request(headers, wants_stream);
+            refuse::jsonrpc_refusal(call.id.as_ref(), rule, reason, audit_id, framing)
+        }
+        Protocol::Llm => {
+            let api = call.llm.as_ref().map_or(LlmApi::ChatCompletions, |l| l.api);
+            refuse::llm_refusal(api, status, rule, reason, audit_id)
+        }
+        Protocol::Http | Protocol::Tcp | Protocol::Tls => {
+            refuse::http_refusal(status, rule, reason, audit_id)
+        }
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Client(BoxError),
+}
+
+/// Reads a request body up to `limit` bytes; a declared length over the limit
+/// is refused before reading.
+async fn read_limited(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+        Err(e) => Err(ReadError::Client(e)),
+    }
+}
+
+/// Connection-level headers are not forwarded (RFC 9110 section 7.6.1), nor
+/// those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| v != HeaderValue::from_static("trailers"))
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// What is needed to write a request's record once its outcome is known.
+pub struct Exchange {
+    conn: Arc<HttpConn>,
+    audit_id: u64,
+    start_unix_ms: u64,
+    clock: Instant,
+    protocol: Protocol,
+    server_name: Option<String>,
+    summary: CallSummary,
+    /// `(server, tool)` of a tools/call, for `mesh_tool_calls_total`.
+    tool: Option<(String, String)>,
+    /// `(provider, model)` of an LLM call, for `mesh_llm_tokens_total`.
+    llm: Option<(&'static str, String)>,
+    verdict: Verdict,
+    rule: String,
+    reason: Option<String>,
+}
+
+impl Exchange {
+    fn describe(&mut self, call: &Call) {
+        self.protocol = call.protocol;
+        let s = &mut self.summary;
+        s.direction = Some(call.direction);
+        s.method = call.method.clone();
+        s.name = call.name.clone();
+        s.arguments = call.arguments.clone();
+        s.jsonrpc_id = call.id.clone();
+        s.session = call.session.clone();
+        s.version = call.version.clone();
+        if call.protocol == Protocol::Mcp && call.method == "tools/call" {
+            let server = self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| self.conn.dst().to_string());
+            let server = format!("{server}:{}", self.conn.dst().0.port());
+            self.tool = Some((server, call.name.clone().unwrap_or_default()));
+        }
+        if let Some(llm) = &call.llm {
+            let provider = llm.provider();
+            s.provider = Some(provider.to_owned());
+            self.llm = Some((provider, llm.model.clone()));
+        }
+    }
+
+    fn refuse_malformed(mut self, e: &L7Error) -> Response<ProxyBody> {
+        self.verdict = Verdict::Malformed;
+        self.rule = "l7.parse".into();
+        self.reason = Some(e.to_string());
+        let audit_id = self.audit_id;
+        self.respond_now(refuse::malformed(e, audit_id))
+    }
+
+    /// Answers without forwarding and writes the record.
+    fn respond_now(mut self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.summary.http_status = resp.status().as_u16();
+        self.summary.response_bytes = resp.body().size_hint().exact().unwrap_or(0);
+        self.finish_now();
+        resp
+    }
+
+    fn finish_now(self) {
+        self.finish(None, false, None);
+    }
+
+    /// Writes the record and the metrics.
+    fn finish(mut self, status: Option<OutcomeStatus>, is_error: bool, usage: Option<Usage>) {
+        if let Some(status) = &status {
+            apply_status(&mut self.summary, status, is_error);
+        }
+        let latency = self.clock.elapsed();
+        self.summary.latency_us = latency.as_micros() as u64;
+        let proxy = &self.conn.proxy;
+        let agent: &str = &self.conn.agent;
+        let decision = crate::metrics::decision_label(self.verdict);
+        proxy
+            .metrics
+            .record_request(Some(agent), self.protocol, decision);
+        proxy
+            .metrics
+            .observe_duration(agent, self.protocol, latency.as_secs_f64());
+        if let Some((server, tool)) = &self.tool {
+            proxy
+                .metrics
+                .record_tool_call(agent, server, tool, decision);
+        }
+        if let (Some((provider, model)), Some(usage)) = (&self.llm, &usage) {
+            proxy.metrics.add_tokens(agent, provider, model, usage);
+        }
+        if let Some(u) = usage {
+            self.summary.usage = Some(UsageSummary {
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                cached_input_tokens: u.cached_input_tokens,
+                estimated: u.estimated,
+            });
+        }
+        let conn = &self.conn.conn;
+        let identity = conn.identity.as_ref();
+        let summary = std::mem::take(&mut self.summary);
+        proxy.records.push(ConnectionRecord {
+            id: self.audit_id,
+            start_unix_ms: self.start_unix_ms,
+            agent: Some(agent.to_owned()),
+            cgroup_id: identity.map_or(0, |i| i.cgroup_id),
+            governing_cgroup_id: identity.map_or(0, |i| i.governing_cgroup_id),
+            pid: identity.map_or(0, |i| i.pid),
+            uid: identity.map_or(0, |i| i.uid),
+            client: Some(conn.client.to_string()),
+            original_destination: conn.dst.map(|d| d.to_string()),
+            verdict: self.verdict,
+            rule: Some(std::mem::take(&mut self.rule)),
+            reason: self.reason.take(),
+            bytes_to_upstream: summary.request_bytes,
+            bytes_to_client: summary.response_bytes,
+            duration_ms: latency.as_millis() as u64,
+            protocol: Some(self.protocol),
+            server_name: self.server_name.take(),
+            call: Some(summary),
+        });
+    }
+}
+
+fn apply_status(s: &mut CallSummary, status: &OutcomeStatus, is_error: bool) {
+    s.is_error = is_error;
+    s.outcome = Some(
+        match status {
+            OutcomeStatus::Result => "result",
+            OutcomeStatus::Error { code, message } => {
+                s.error_code = Some(*code);
+                s.error_message = Some(message.clone());
+                "error"
+            }
+            OutcomeStatus::Http { .. } => "http",
+            OutcomeStatus::InputRequired => "input_required",
+            OutcomeStatus::Cut => "cut",
+        }
+        .to_owned(),
+    );
+}
+
+/// Reads outcomes from a response as it streams by.
+enum Inspector {
+    /// Nothing to read: bytes are counted.
+    Count,
+    /// A JSON-RPC response as one JSON body: a bounded copy, parsed at the end.
+    JsonRpc {
+        buf: Vec<u8>,
+        limit: usize,
+        over: bool,
+    },
+    /// JSON-RPC messages on an SSE stream (MCP 2025+ and A2A streaming).
+    JsonRpcSse(Box<RpcStream>),
+    /// The 2024-11-05 GET stream: the session's endpoint, then every response.
+    Legacy(Box<RpcStream>),
+    /// An LLM response: JSON (bounded copy) or SSE, into a usage tracker.
+    Llm(Box<LlmInspect>),
+}
+
+struct RpcStream {
+    parser: SseParser,
+    /// The id of the call this stream answers (absent for the GET streams).
+    call_id: Option<RpcId>,
+    outcome: Option<(OutcomeStatus, bool)>,
+    session: Option<Arc<str>>,
+    generation: Option<McpGeneration>,
+}
+
+struct LlmInspect {
+    tracker: UsageTracker,
+    sse: Option<SseParser>,
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Inspector {
+    fn for_response(call: &Call, resp: &hyper::http::response::Parts, limit: usize) -> Inspector {
+        let content_type = resp
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let sse = content_type.starts_with("text/event-stream");
+        let json = content_type.starts_with("application/json") || content_type.contains("+json");
+        match call.protocol {
+            Protocol::Llm => match &call.llm {
+                Some(llm) => Inspector::Llm(Box::new(LlmInspect {
+                    tracker: UsageTracker::new(llm.api),
+                    sse: sse.then(|| SseParser::new(MAX_SSE_EVENT_BYTES)),
+                    buf: Vec::new(),
+                    limit,
+                    over: false,
+                })),
+                None => Inspector::Count,
+            },
+            Protocol::Mcp | Protocol::A2a => {
+                let generation = call.mcp.as_ref().map(|m| m.generation);
+                let stream = |call_id| {
+                    Box::new(RpcStream {
+                        parser: SseParser::new(MAX_SSE_EVENT_BYTES),
+                        call_id,
+                        outcome: None,
+                        session: call.session.as_deref().map(Arc::from),
+                        generation,
+                    })
+                };
+                if sse && generation == Some(McpGeneration::HttpSse) && call.id.is_none() {
+                    Inspector::Legacy(stream(None))
+                } else if sse {
+                    Inspector::JsonRpcSse(stream(call.id.clone()))
+                } else if json {
+                    Inspector::JsonRpc {
+                        buf: Vec::new(),
+                        limit,
+                        over: false,
+                    }
+                } else {
+                    Inspector::Count
+                }
+            }
+            Protocol::Http | Protocol::Tcp | Protocol::Tls => Inspector::Count,
+        }
+    }
+}
+
+fn keep_copy(buf: &mut Vec<u8>, limit: usize, over: &mut bool, data: &[u8]) {
+    if *over {
+        return;
+    }
+    if buf.len() + data.len() > limit {
+        *over = true;
+        buf.clear();
+        buf.shrink_to_fit();
+    } else {
+        buf.extend_from_slice(data);
+    }
+}
+
+/// A response body that passes every frame through unchanged while its
+/// inspector reads it, and writes the call's record when it ends (or is
+/// dropped early: the stream was cut).
+pub struct InspectBody {
+    inner: Incoming,
+    inspector: Inspector,
+    exchange: Option<Exchange>,
+    bytes: u64,
+    /// For 2024-11-05 GET streams: refusals to inject at event boundaries.
+    injector: Option<Injector>,
+    at_boundary: bool,
+}
+
+struct Injector {
+    sessions: Arc<Sessions>,
+    rx: Option<mpsc::UnboundedReceiver<Bytes>>,
+    registered: Option<(SocketAddr, Arc<str>)>,
+}
+
+impl InspectBody {
+    fn new(
+        inner: Incoming,
+        inspector: Inspector,
+        exchange: Option<Exchange>,
+        sessions: Option<Arc<Sessions>>,
+    ) -> InspectBody {
+        InspectBody {
+            inner,
+            inspector,
+            exchange,
+            bytes: 0,
+            injector: sessions.map(|sessions| Injector {
+                sessions,
+                rx: None,
+                registered: None,
+            }),
+            at_boundary: true,
+        }
+    }
+
+    fn boxed(self) -> ProxyBody {
+        http_body_util::BodyExt::boxed(self)
+    }
+
+    fn dst(&self) -> Option<SocketAddr> {
+        self.exchange.as_ref().map(|e| e.conn.dst().0)
+    }
+
+    fn inspect(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        self.at_boundary =
+            data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n") || data.ends_with(b"\r\r");
+        let dst = self.dst();
+        let proxy_sessions = self
+            .exchange
+            .as_ref()
+            .map(|e| e.conn.proxy.sessions.clone());
+        match &mut self.inspector {
+            Inspector::Count => {}
+            Inspector::JsonRpc { buf, limit, over } => keep_copy(buf, *limit, over, data),
+            Inspector::JsonRpcSse(stream) | Inspector::Legacy(stream) => {
+                let legacy = stream.call_id.is_none();
+                let RpcStream {
+                    parser,
+                    call_id,
+                    outcome,
+                    session,
+                    generation,
+                } = &mut **stream;
+                let mut new_session: Option<Arc<str>> = None;
+                let result = parser.feed(data, |ev: &SseEvent<'_>| {
+                    if legacy && ev.event == Some("endpoint") {
+                        new_session = mcp::endpoint_session(ev.data).map(Arc::from);
+                        return;
+                    }
+                    if ev.data.is_empty() {
+                        return; // a priming event
+                    }
+                    let Ok(message) = jsonrpc::parse_message(ev.data.as_bytes()) else {
+                        return;
+                    };
+                    match &message {
+                        Message::Response {
+                            id,
+                            status,
+                            is_error,
+                        } => {
+                            if call_id.is_some() && id.as_ref() == call_id.as_ref() {
+                                *outcome = Some((status.clone(), *is_error));
+                            } else if let (Some(sessions), Some(dst), Some(session), Some(id)) =
+                                (&proxy_sessions, dst, session.as_ref(), id.as_ref())
+                            {
+                                // 2024-11-05: the response to a POSTed call.
+                                sessions.complete(
+                                    &PendingKey {
+                                        dst,
+                                        session: session.clone(),
+                                        direction: Direction::ClientToServer,
+                                        id: id.clone(),
+                                    },
+                                    status.clone(),
+                                    *is_error,
+                                );
+                            }
+                        }
+                        Message::Request { .. } => {
+                            let Some(call) = mcp::call_from_message(
+                                &message,
+                                Direction::ServerToClient,
+                                session.as_deref(),
+                                generation.unwrap_or(McpGeneration::Sessions),
+                            ) else {
+                                return;
+                            };
+                            if let (Some(sessions), Some(dst), Some(session), Some(id)) =
+                                (&proxy_sessions, dst, session.as_ref(), call.id.clone())
+                            {
+                                sessions.insert_pending(
+                                    PendingKey {
+                                        dst,
+                                        session: session.clone(),
+                                        direction: Direction::ServerToClient,
+                                        id,
+                                    },
+                                    Pending::ServerRequest {
+                                        method: call.method,
+                                        name: call.name,
+                                        seen: Instant::now(),
+                                    },
+                                );
+                            }
+                        }
+                        Message::Notification { .. } => {}
+                    }
+                });
+                if let Err(e) = result {
+                    debug!(error = %e, "SSE inspection stopped; bytes still pass");
+                    self.inspector = Inspector::Count;
+                    return;
+                }
+                if let Some(s) = new_session {
+                    *session = Some(s.clone());
+                    if let (Some(inj), Some(dst)) = (&mut self.injector, dst) {
+                        inj.rx = Some(inj.sessions.register_stream(dst, s.clone()));
+                        inj.registered = Some((dst, s));
+                    }
+                }
+            }
+            Inspector::Llm(llm) => {
+                let LlmInspect {
+                    tracker,
+                    sse,
+                    buf,
+                    limit,
+                    over,
+                } = &mut **llm;
+                match sse {
+                    Some(parser) => {
+                        if parser
+                            .feed(data, |ev: &SseEvent<'_>| {
+                                tracker.feed_sse_event(ev.event, ev.data)
+                            })
+                            .is_err()
+                        {
+                            *sse = None;
+                            *over = true;
+                        }
+                    }
+                    None => keep_copy(buf, *limit, over, data),
+                }
+            }
+        }
+    }
+
+    /// The response ended (`complete`) or was cut: writes the record.
+    fn conclude(&mut self, complete: bool) {
+        let Some(mut ex) = self.exchange.take() else {
+            return;
+        };
+        ex.summary.response_bytes = self.bytes;
+        let http_status = ex.summary.http_status;
+        let http_ok = (200..300).contains(&http_status);
+        let http_outcome = if http_ok {
+            OutcomeStatus::Result
+        } else {
+            OutcomeStatus::Http {
+                status: http_status,
+            }
+        };
+        let (status, is_error, usage) =
+            match std::mem::replace(&mut self.inspector, Inspector::Count) {
+                Inspector::Count => (http_outcome, false, None),
+                Inspector::JsonRpc { buf, over, .. } => {
+                    if over || buf.is_empty() {
+                        (http_outcome, false, None)
+                    } else {
+                        match jsonrpc::parse_message(&buf) {
+                            Ok(Message::Response {
+                                status, is_error, ..
+                            }) => (status, is_error, None),
+                            _ => (http_outcome, false, None),
+                        }
+                    }
+                }
+                Inspector::JsonRpcSse(mut stream) | Inspector::Legacy(mut stream) => {
+                    let cut = stream.parser.finish() || !complete;
+                    match stream.outcome.take() {
+                        Some((status, is_error)) => (status, is_error, None),
+                        None if cut => (OutcomeStatus::Cut, false, None),
+                        None => (http_outcome, false, None),
+                    }
+                }
+                Inspector::Llm(llm) => {
+                    let LlmInspect {
+                        mut tracker,
+                        sse,
+                        buf,
+                        over,
+                        ..
+                    } = *llm;
+                    if sse.is_none() && !over && !buf.is_empty() {
+                        tracker.feed_json(&buf);
+                    }
+                    let ended = complete && (sse.is_none() || tracker.saw_end());
+                    let usage = tracker.finish(ended);
+                    let status = if !ended && http_ok {
+                        OutcomeStatus::Cut
+                    } else {
+                        http_outcome
+                    };
+                    (status, false, usage)
+                }
+            };
+        ex.finish(Some(status), is_error, usage);
+    }
+}
+
+impl Drop for InspectBody {
+    fn drop(&mut self) {
+        if let Some(inj) = &self.injector {
+            if let Some((dst, session)) = &inj.registered {
+                inj.sessions.unregister_stream(*dst, session);
+            }
+        }
+        // Dropped before its end: the agent went away or the stream broke.
+        self.conclude(false);
+    }
+}
+
+impl Body for InspectBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        // Injected events (refusals for a 2024-11-05 session) go out between
+        // events, never inside one.
+        if this.at_boundary {
+            if let Some(rx) = this.injector.as_mut().and_then(|i| i.rx.as_mut()) {
+                if let Poll::Ready(Some(event)) = rx.poll_recv(cx) {
+                    return Poll::Ready(Some(Ok(Frame::data(event))));
+                }
+            }
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.inspect(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conclude(false);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.conclude(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Identifies a call whose outcome arrives on another HTTP request. Ids are
+/// unique per session and direction only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    dst: SocketAddr,
+    session: Arc<str>,
+    direction: Direction,
+    id: RpcId,
+}
+
+pub enum Pending {
+    /// A client call whose response arrives on the 2024-11-05 GET stream.
+    Call(Box<Exchange>),
+    /// A server-to-client request seen on a stream; the agent's reply comes
+    /// as its own POST.
+    ServerRequest {
+        method: String,
+        name: Option<String>,
+        seen: Instant,
+    },
+}
+
+/// A 2024-11-05 session's GET stream: destination and session id.
+type StreamKey = (SocketAddr, Arc<str>);
+
+/// State shared across an agent's connections: calls waiting for their
+/// outcome and the 2024-11-05 streams refusals are injected into.
+#[derive(Default)]
+pub struct Sessions {
+    pending: Mutex<HashMap<PendingKey, (Instant, Pending)>>,
+    streams: Mutex<HashMap<StreamKey, mpsc::UnboundedSender<Bytes>>>,
+}
+
+impl Sessions {
+    fn insert_pending(&self, key: PendingKey, pending: Pending) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_PENDING {
+            let now = Instant::now();
+            map.retain(|_, (at, _)| now.duration_since(*at) < PENDING_TTL);
+        }
+        if map.len() < MAX_PENDING {
+            map.insert(key, (Instant::now(), pending));
+        } else if let Pending::Call(ex) = pending {
+            // Too many in flight to track: recorded now, without an outcome.
+            drop(map);
+            ex.finish_now();
+        }
+    }
+
+    fn take_pending(&self, key: &PendingKey) -> Option<Pending> {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key).map(|(_, p)| p)
+    }
+
+    fn complete(&self, key: &PendingKey, status: OutcomeStatus, is_error: bool) {
+        if let Some(Pending::Call(ex)) = self.take_pending(key) {
+            ex.finish(Some(status), is_error, None);
+        }
+    }
+
+    fn register_stream(
+        &self,
+        dst: SocketAddr,
+        session: Arc<str>,
+    ) -> mpsc::UnboundedReceiver<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.insert((dst, session), tx);
+        rx
+    }
+
+    fn unregister_stream(&self, dst: SocketAddr, session: &Arc<str>) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.remove(&(dst, session.clone()));
+    }
+
+    /// Queues an event for a session's GET stream; false when the session
+    /// has no open stream through this daemon.
+    fn inject(&self, dst: SocketAddr, session: &str, event: Bytes) -> bool {
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams
+            .get(&(dst, Arc::from(session)))
+            .is_some_and(|tx| tx.send(event).is_ok())
+    }
+}
