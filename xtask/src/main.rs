@@ -4,6 +4,7 @@
 mod bench;
 mod daemon;
 mod demo;
+mod peers;
 mod setup;
 mod test;
 mod util;
@@ -30,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing (nightly + rust-src, Debian packages, bpf-linker); idempotent.
+    /// Install what is missing (nightly + rust-src, Debian packages, bpf-linker,
+    /// the end-to-end tests' peers in target/peers); idempotent.
     Setup {
         /// Also install the benchmark tools (oha).
         #[arg(long)]

@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: install what the build, the tests and the benchmarks
-//! need, idempotently, one line per item. `ensure_setup` is the cheap check
-//! the other commands call first.
+//! need (the end-to-end tests' peers too, see peers.rs), idempotently, one
+//! line per item. `ensure_setup` is the cheap check the other commands call
+//! first.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::peers;
 use crate::util::{self, cargo, is_root, probe, run, succeeds};
 
 /// Debian packages every command needs. `libnginx-mod-stream` is handled
@@ -17,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "curl",
     "python3",
+    // the venv of the end-to-end tests' Python peers (xtask/src/peers.rs)
+    "python3-venv",
     // the benchmark's reverse-proxy baseline
     "nginx",
     "wrk",
@@ -112,7 +116,8 @@ impl Survey {
 /// Check quickly whether anything is missing; run the full setup only then.
 pub fn ensure_setup(want: Want) -> Result<()> {
     let survey = Survey::take(want)?;
-    let missing = survey.missing();
+    let mut missing = survey.missing();
+    missing.extend(peers::missing());
     if missing.is_empty() {
         return Ok(());
     }
@@ -221,6 +226,9 @@ pub fn setup(want: Want) -> Result<()> {
             run(cargo().args(["install", "oha", "--locked"]))?;
         }
     }
+
+    // The real peers of the end-to-end tests, pinned, in target/peers.
+    peers::install(apt_get)?;
 
     Ok(())
 }
