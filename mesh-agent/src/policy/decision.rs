@@ -28,19 +28,27 @@ pub struct CallContext<'a> {
 /// the refusal the agent sees); shared text so an allow does not allocate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { rule: Arc<str> },
-    Refuse { rule: Arc<str>, reason: String },
+    Allow {
+        rule: Arc<str>,
+    },
+    Refuse {
+        rule: Arc<str>,
+        reason: String,
+    },
     /// A human must approve first. Until approvals exist the proxy answers a
     /// hold as a refusal that says approval is required.
-    Hold { rule: Arc<str>, reason: String },
+    Hold {
+        rule: Arc<str>,
+        reason: String,
+    },
 }
 
 impl Decision {
     pub fn rule(&self) -> &str {
         match self {
-            Decision::Allow { rule } | Decision::Refuse { rule, .. } | Decision::Hold { rule, .. } => {
-                rule
-            }
+            Decision::Allow { rule }
+            | Decision::Refuse { rule, .. }
+            | Decision::Hold { rule, .. } => rule,
         }
     }
 

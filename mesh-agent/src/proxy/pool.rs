@@ -79,7 +79,10 @@ pub enum UpstreamError {
     #[error("invalid TLS server name {0:?}")]
     TlsName(String),
     #[error("HTTP handshake with {dst}: {source}")]
-    Handshake { dst: SocketAddr, source: hyper::Error },
+    Handshake {
+        dst: SocketAddr,
+        source: hyper::Error,
+    },
     #[error("upstream request: {0}")]
     Request(#[from] hyper::Error),
 }
@@ -174,7 +177,11 @@ impl UpstreamPool {
         }
     }
 
-    async fn dial(&self, key: &PoolKey, tls: Option<&UpstreamTls>) -> Result<Sender, UpstreamError> {
+    async fn dial(
+        &self,
+        key: &PoolKey,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Sender, UpstreamError> {
         let tcp = connect_upstream(OrigDst(key.dst), self.mark)
             .await
             .map_err(|source| UpstreamError::Connect {
@@ -278,7 +285,11 @@ fn to_http2(mut req: Request<ProxyBody>, key: &PoolKey) -> Request<ProxyBody> {
             .map(str::to_owned)
             .or_else(|| key.tls_name.as_deref().map(str::to_owned))
             .unwrap_or_else(|| key.dst.to_string());
-        let scheme = if key.tls_name.is_some() { "https" } else { "http" };
+        let scheme = if key.tls_name.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Ok(uri) = format!("{scheme}://{authority}{path}").parse() {
             *req.uri_mut() = uri;

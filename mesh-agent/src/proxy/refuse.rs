@@ -32,9 +32,8 @@ impl Framing {
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
             .join(",");
-        let json = accept.is_empty()
-            || accept.contains("application/json")
-            || accept.contains("*/*");
+        let json =
+            accept.is_empty() || accept.contains("application/json") || accept.contains("*/*");
         let sse = accept.contains("text/event-stream");
         if sse && (wants_stream || !json) {
             Framing::Sse
@@ -115,7 +114,12 @@ pub fn llm_refusal(
 }
 
 /// A plain HTTP refusal.
-pub fn http_refusal(status: StatusCode, rule: &str, reason: &str, audit_id: u64) -> Response<ProxyBody> {
+pub fn http_refusal(
+    status: StatusCode,
+    rule: &str,
+    reason: &str,
+    audit_id: u64,
+) -> Response<ProxyBody> {
     json_response(
         status,
         &json!({ "error": { "message": format!("refused by mesh policy rule {rule}: {reason}"),
@@ -187,7 +191,11 @@ mod tests {
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let text = std::str::from_utf8(&bytes).unwrap();
-        let data = text.strip_prefix("event: message\ndata: ").unwrap().strip_suffix("\n\n").unwrap();
+        let data = text
+            .strip_prefix("event: message\ndata: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["id"], "a");
     }
@@ -195,7 +203,10 @@ mod tests {
     #[test]
     fn framing_follows_accept() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, "application/json, text/event-stream".parse().unwrap());
+        h.insert(
+            header::ACCEPT,
+            "application/json, text/event-stream".parse().unwrap(),
+        );
         assert_eq!(Framing::for_request(&h, false), Framing::Json);
         assert_eq!(Framing::for_request(&h, true), Framing::Sse);
         h.insert(header::ACCEPT, "text/event-stream".parse().unwrap());
@@ -205,10 +216,23 @@ mod tests {
 
     #[tokio::test]
     async fn llm_refusals_take_the_providers_shape() {
-        let v = body_json(llm_refusal(LlmApi::Messages, StatusCode::FORBIDDEN, "r", "x", 1)).await;
+        let v = body_json(llm_refusal(
+            LlmApi::Messages,
+            StatusCode::FORBIDDEN,
+            "r",
+            "x",
+            1,
+        ))
+        .await;
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "permission_error");
-        let resp = llm_refusal(LlmApi::ChatCompletions, StatusCode::TOO_MANY_REQUESTS, "r", "x", 1);
+        let resp = llm_refusal(
+            LlmApi::ChatCompletions,
+            StatusCode::TOO_MANY_REQUESTS,
+            "r",
+            "x",
+            1,
+        );
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         let v = body_json(resp).await;
         assert_eq!(v["error"]["code"], "mesh_policy");
