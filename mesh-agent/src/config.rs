@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn config_errors_are_located() {
         let cases: &[(&str, &str)] = &[
-            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `metrics`, `data_dir`, `policy_dir`"),
+            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`"),
             ("data_dir: var/lib\n", "mesh.yaml:1:11: expected an absolute path, got \"var/lib\""),
             ("policy_dir: /etc/../x\n", "mesh.yaml:1:13: path \"/etc/../x\" must not contain \"..\""),
             ("listen: []\n", "mesh.yaml:1:9: listen must hold at least one address"),

@@ -71,7 +71,7 @@ fn curl_and_python_are_carried_through_the_mesh_and_recorded() {
 
     let records = mesh.records_once(&dst, 2);
     let mine = records_for(&records, &dst);
-    assert_eq!(mine.len(), 2, "one record per connection: {records:#?}");
+    assert_eq!(mine.len(), 2, "one record per request: {records:#?}");
     for (rec, pid) in mine.iter().zip([curl_pid, py_pid]) {
         assert_eq!(rec["agent"], "web");
         assert_eq!(rec["pid"].as_u64(), Some(pid), "{rec:#?}");
@@ -116,7 +116,7 @@ fn curl_and_python_are_carried_through_the_mesh_and_recorded() {
     assert!(n >= 2.0, "{line}");
     assert!(
         metrics
-            .contains("mesh_requests_total{agent=\"web\",protocol=\"tcp\",decision=\"allow\"} 2"),
+            .contains("mesh_requests_total{agent=\"web\",protocol=\"http\",decision=\"allow\"} 2"),
         "{metrics}"
     );
 }
@@ -384,13 +384,9 @@ fn an_agent_without_policy_is_refused_with_a_record() {
         "stranger",
         &["curl", "-sS", "--max-time", "30", &server.url()],
     );
-    assert!(!out.status.success());
-    // Closed, not hung until curl's own timeout.
-    assert_ne!(
-        out.status.code(),
-        Some(28),
-        "curl timed out: the refusal must be a closed connection"
-    );
+    // HTTP gets a 403 naming the rule (contract section 6), at once.
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("no-policy"), "{}", stdout(&out));
     let _ = started;
     assert_eq!(server.count(), 0);
     let records = mesh.records_once(&server.addr.to_string(), 1);

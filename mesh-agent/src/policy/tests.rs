@@ -45,7 +45,7 @@ fn policy_broken_files_report_file_line_column() {
         (
             format!("{HEAD}egres: {{}}\n"),
             "p.yaml:4:1: unknown field `egres`, expected one of `apiVersion`, `kind`, `metadata`, `agent`, \
-             `match`, `egress`, `mcp`, `llm`, `prices`, `budgets`, `approvals`, `quarantine`"
+             `match`, `egress`, `tls`, `mcp`, `llm`, `prices`, `budgets`, `approvals`, `quarantine`"
                 .into(),
         ),
         // unknown egress key
@@ -251,7 +251,7 @@ fn policy_errors_of_all_files_are_collected() {
         vec![
             "1.yaml:5:11: invalid egress entry \"1.2.3.4:0\": port 0 is out of range (1-65535)".to_string(),
             "3.yaml:4:1: unknown field `foo`, expected one of `apiVersion`, `kind`, `metadata`, `agent`, `match`, \
-             `egress`, `mcp`, `llm`, `prices`, `budgets`, `approvals`, `quarantine`"
+             `egress`, `tls`, `mcp`, `llm`, `prices`, `budgets`, `approvals`, `quarantine`"
                 .to_string(),
         ]
     );
@@ -508,7 +508,7 @@ fn policy_load_dir_sorted_filtered_and_all_errors() {
         Some(format!(
             "{a}:4:20: unknown variant `nope`, expected `deny` or `allow`\n\
              {b}:4:1: unknown field `x`, expected one of `apiVersion`, `kind`, `metadata`, `agent`, `match`, \
-             `egress`, `mcp`, `llm`, `prices`, `budgets`, `approvals`, `quarantine`"
+             `egress`, `tls`, `mcp`, `llm`, `prices`, `budgets`, `approvals`, `quarantine`"
         ))
     );
     write(

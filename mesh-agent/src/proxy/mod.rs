@@ -478,15 +478,20 @@ impl Proxy {
             tokio::pin!(c);
             drive(c.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await
         };
-        let (verdict, reason) = match result {
-            Ok(()) => (Verdict::Forwarded, None),
-            Err(e) => (
+        // Each request has its record; the connection gets one only when it
+        // broke the protocol (garbage after the HTTP/2 preface, a bad
+        // request line), so that is on record too.
+        if let Err(e) = result {
+            let reason = format!("HTTP connection ended: {e}");
+            debug!(%reason);
+            self.finish(
+                &http.conn,
                 Verdict::Malformed,
-                Some(format!("HTTP connection ended: {e}")),
-            ),
-        };
-        let rule = if reason.is_some() { "l7.http" } else { "http" };
-        self.finish(&http.conn, verdict, rule, reason, (0, 0));
+                "l7.http",
+                Some(reason),
+                (0, 0),
+            );
+        }
     }
 
     fn finish(
