@@ -25,6 +25,7 @@ use hyper::{
     http::request::Parts,
     Request, Response, StatusCode,
 };
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -92,7 +93,22 @@ impl HttpConn {
         let clock = Instant::now();
         let started = SystemTime::now();
         let (mut parts, body) = req.into_parts();
+        // A protocol upgrade (WebSocket) keeps its Upgrade/Connection headers
+        // and, once the server agrees (101), becomes a byte relay.
+        let upgrade = wants_upgrade(&parts.headers).then(|| {
+            let value = parts.headers.get(header::UPGRADE).cloned();
+            (
+                value,
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            )
+        });
         strip_hop_by_hop(&mut parts.headers);
+        if let Some((Some(value), _)) = &upgrade {
+            parts.headers.insert(header::UPGRADE, value.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let server_name = self.server_name(&parts);
         let path = parts
             .uri
@@ -234,6 +250,9 @@ impl HttpConn {
             }
         };
         let (mut rparts, rbody) = resp.into_parts();
+        if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switch_protocols(ex, upgrade.and_then(|(_, on)| on), rparts, rbody);
+        }
         strip_hop_by_hop(&mut rparts.headers);
         ex.summary.http_status = rparts.status.as_u16();
         let inspector = Inspector::for_response(&call, &rparts, limit);
@@ -257,6 +276,42 @@ impl HttpConn {
             }
         };
         Response::from_parts(rparts, body.boxed())
+    }
+
+    /// The server agreed to an upgrade: both sides' connections are handed
+    /// over by hyper and relayed as bytes until either closes.
+    fn switch_protocols(
+        &self,
+        mut ex: Exchange,
+        client: Option<hyper::upgrade::OnUpgrade>,
+        rparts: hyper::http::response::Parts,
+        rbody: Incoming,
+    ) -> Response<ProxyBody> {
+        ex.summary.http_status = rparts.status.as_u16();
+        let mut upstream_resp = Response::from_parts(rparts.clone(), rbody);
+        let upstream = hyper::upgrade::on(&mut upstream_resp);
+        if let Some(client) = client {
+            tokio::spawn(async move {
+                match tokio::try_join!(client, upstream) {
+                    Ok((c, u)) => {
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                            Ok((up, down)) => {
+                                ex.summary.request_bytes += up;
+                                ex.summary.response_bytes = down;
+                            }
+                            Err(e) => ex.reason = Some(format!("upgraded connection: {e}")),
+                        }
+                    }
+                    Err(e) => ex.reason = Some(format!("upgrade failed: {e}")),
+                }
+                ex.finish(Some(OutcomeStatus::Http { status: 101 }), false, None);
+            });
+        }
+        let mut resp = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *resp.headers_mut() = rparts.headers;
+        resp
     }
 
     /// A 2024-11-05 call (POST to the message endpoint) answered 202: its
@@ -463,6 +518,19 @@ async fn read_limited(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
         Err(e) => Err(ReadError::Client(e)),
     }
+}
+
+/// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// Connection-level headers are not forwarded (RFC 9110 section 7.6.1), nor

@@ -226,7 +226,8 @@ impl UpstreamPool {
         } else {
             let (sender, conn) = http1::handshake(io).await.map_err(failed)?;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // with_upgrades: a 101 hands the connection to the proxy.
+                if let Err(e) = conn.with_upgrades().await {
                     debug!(%dst, error = %e, "upstream h1 connection ended");
                 }
             });
