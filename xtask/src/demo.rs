@@ -24,6 +24,10 @@ const SERVER_IP: &str = "127.0.0.2";
 const SERVER_PORT: u16 = 8080;
 /// Not in the agent's egress allow list.
 const FORBIDDEN_PORT: u16 = 8081;
+/// The demo's MCP server (the official Python SDK's, from tests/peers);
+/// policies/demo.yaml allows it.
+const MCP_IP: &str = "127.0.0.3";
+const MCP_PORT: u16 = 8765;
 
 struct Demo {
     dir: PathBuf,
@@ -100,6 +104,17 @@ fn free_port(preferred: u16) -> u16 {
         .unwrap_or(15001)
 }
 
+/// Waits (bounded) until something accepts on `ip:port`.
+fn wait_port(ip: &str, port: u16) -> bool {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect((ip, port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
 fn wait_ready(metrics: SocketAddr) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -126,6 +141,9 @@ pub fn demo() -> Result<ExitCode> {
     run(cargo().args(["build", "-p", "mesh-agent"]))?;
     if TcpListener::bind((SERVER_IP, SERVER_PORT)).is_err() {
         bail!("{SERVER_IP}:{SERVER_PORT} is in use; the demo's server needs it (policies/demo.yaml allows it)");
+    }
+    if TcpListener::bind((MCP_IP, MCP_PORT)).is_err() {
+        bail!("{MCP_IP}:{MCP_PORT} is in use; the demo's MCP server needs it (policies/demo.yaml allows it)");
     }
 
     let cgroup_root = cgroup2_mount()?;
@@ -245,19 +263,61 @@ pub fn demo() -> Result<ExitCode> {
 
     step(
         4,
-        "Ask for a port the policy does not allow: the mesh closes the connection",
+        "Ask for a port the policy does not allow: the mesh answers 403 naming the rule",
     );
     let forbidden = format!("http://{SERVER_IP}:{FORBIDDEN_PORT}/");
     show(&mut curl_as_demo(&forbidden))?;
 
     step(
         5,
-        "Every governed connection has a record: agent, pid, original destination, verdict, why",
+        "An MCP agent (the official Python SDK client) calls tools: the mesh parses every call",
     );
-    show(&mut meshctl(&["audit", "tail", "-n", "5"]))?;
+    let venv_python = crate::peers::peers_dir().join("venv/bin/python");
+    let scripts = repo_root().join("tests/peers");
+    let mcp_server = Command::new(&venv_python)
+        .arg(scripts.join("mcp_server.py"))
+        .args([
+            "--host",
+            MCP_IP,
+            "--port",
+            &MCP_PORT.to_string(),
+            "--transport",
+            "streamable-http",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the demo MCP server (tests/peers/mcp_server.py)")?;
+    demo.children.push(mcp_server);
+    if !wait_port(MCP_IP, MCP_PORT) {
+        bail!("the demo MCP server did not start on {MCP_IP}:{MCP_PORT}");
+    }
+    let mcp_url = format!("http://{MCP_IP}:{MCP_PORT}/mcp");
+    let venv_python = venv_python.display().to_string();
+    let client = scripts.join("mcp_client.py").display().to_string();
+    show(&mut meshctl(&[
+        "exec",
+        "--agent",
+        "demo",
+        "--",
+        &venv_python,
+        &client,
+        "--url",
+        &mcp_url,
+        "--mode",
+        "auto",
+        "--script",
+        "basic",
+    ]))?;
 
     step(
         6,
+        "Every governed connection has a record: agent, pid, original destination, verdict, why",
+    );
+    show(&mut meshctl(&["audit", "tail", "-n", "8"]))?;
+
+    step(
+        7,
         "Start a long-running agent that fetches the page every half second",
     );
     let agent_log = dir.join("agent.log");
@@ -283,7 +343,7 @@ pub fn demo() -> Result<ExitCode> {
     show(&mut meshctl(&["status"]))?;
 
     step(
-        7,
+        8,
         "Quarantine the agent: one map write; connects now fail in the kernel",
     );
     show(&mut meshctl(&["quarantine", "demo"]))?;
@@ -291,13 +351,13 @@ pub fn demo() -> Result<ExitCode> {
     show_tail(&agent_log, 3);
     show(&mut meshctl(&["status"]))?;
 
-    step(8, "Release it: traffic flows again");
+    step(9, "Release it: traffic flows again");
     show(&mut meshctl(&["release", "demo"]))?;
     thread::sleep(Duration::from_secs(2));
     show_tail(&agent_log, 3);
 
     step(
-        9,
+        10,
         "Stop and clean up: daemon, cgroups, pinned BPF objects, server",
     );
     drop(demo);

@@ -444,21 +444,38 @@ fn print_status(s: &StatusResponse) {
 
 fn print_records(records: &[ConnectionRecord]) {
     if records.is_empty() {
-        println!("no connection records");
+        println!("no records");
         return;
     }
     println!(
-        "{:<6} {:<14} {:>7} {:<24} {:<24} {:>9} {:>9} WHY",
-        "ID", "AGENT", "PID", "DESTINATION", "VERDICT", "UP", "DOWN"
+        "{:<6} {:<14} {:>7} {:<22} {:<5} {:<32} {:<16} {:>8} {:>8} WHY",
+        "ID", "AGENT", "PID", "DESTINATION", "PROTO", "CALL", "VERDICT", "UP", "DOWN"
     );
     for r in records {
+        let call = r.call.as_ref().map_or_else(String::new, |c| {
+            let mut text = c.method.clone();
+            if let Some(name) = &c.name {
+                text.push(' ');
+                text.push_str(name);
+            }
+            if let Some(outcome) = &c.outcome {
+                text.push_str(" -> ");
+                text.push_str(outcome);
+            }
+            text
+        });
         println!(
-            "{:<6} {:<14} {:>7} {:<24} {:<24} {:>9} {:>9} {}",
+            "{:<6} {:<14} {:>7} {:<22} {:<5} {:<32} {:<16} {:>8} {:>8} {}",
             r.id,
             r.agent.as_deref().unwrap_or("-"),
             r.pid,
             r.original_destination.as_deref().unwrap_or("-"),
-            format!("{:?}", r.verdict),
+            r.protocol.map_or("tcp", |p| p.as_str()),
+            call,
+            serde_json::to_value(r.verdict)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             r.bytes_to_upstream,
             r.bytes_to_client,
             r.reason.as_deref().or(r.rule.as_deref()).unwrap_or("")
