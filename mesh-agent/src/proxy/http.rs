@@ -441,6 +441,7 @@ impl HttpConn {
                     .clone()
                     .unwrap_or_else(|| Arc::from(dst.ip().to_string()))
             }),
+            upstream_ca: self.tls.as_ref().and_then(|t| t.upstream.extra_ca.clone()),
             h2: self.h2,
         };
         self.proxy

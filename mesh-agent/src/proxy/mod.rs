@@ -438,7 +438,10 @@ impl Proxy {
         };
         let config = tls::client_config(extra_ca.as_deref().map(std::path::Path::new), alpn)
             .map_err(|e| e.to_string())?;
-        let u = UpstreamTls { config };
+        let u = UpstreamTls {
+            config,
+            extra_ca: extra_ca.clone(),
+        };
         cache.insert((extra_ca, h2), u.clone());
         Ok(u)
     }
@@ -472,6 +475,10 @@ impl Proxy {
             tokio::pin!(c);
             drive(c.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await
         } else {
+            // No half_close: an agent's EOF ends its requests, so a client
+            // that went away never leaves an upstream stream (SSE) open. The
+            // price: a client that shuts down only its sending side after a
+            // request gets no response (nginx behaves the same by default).
             let c = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(io, service)
@@ -481,17 +488,22 @@ impl Proxy {
         };
         // Each request has its record; the connection gets one only when it
         // broke the protocol (garbage after the HTTP/2 preface, a bad
-        // request line), so that is on record too.
+        // request line), so that is on record too. A client that simply went
+        // away mid-response is not a protocol error.
         if let Err(e) = result {
-            let reason = format!("HTTP connection ended: {e}");
-            debug!(%reason);
-            self.finish(
-                &http.conn,
-                Verdict::Malformed,
-                "l7.http",
-                Some(reason),
-                (0, 0),
-            );
+            if is_protocol_violation(&e) {
+                let reason = format!("HTTP connection ended: {e}");
+                debug!(%reason);
+                self.finish(
+                    &http.conn,
+                    Verdict::Malformed,
+                    "l7.http",
+                    Some(reason),
+                    (0, 0),
+                );
+            } else {
+                debug!(error = %e, "HTTP connection ended early");
+            }
         }
     }
 
@@ -556,6 +568,25 @@ where
             }
         }
     }
+}
+
+/// Whether a hyper server error means the agent broke HTTP (a parse error, an
+/// HTTP/2 protocol error), as opposed to closing or resetting its connection.
+fn is_protocol_violation(e: &hyper::Error) -> bool {
+    if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return !h2.is_io()
+                && h2
+                    .reason()
+                    .is_some_and(|r| r != h2::Reason::NO_ERROR && r != h2::Reason::CANCEL);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Reads the client's first bytes until the protocol is known, the client

@@ -39,6 +39,9 @@ pub struct PoolKey {
     pub dst: SocketAddr,
     /// Present when the upstream leg is TLS: the name to verify and send as SNI.
     pub tls_name: Option<Arc<str>>,
+    /// The extra CA the upstream was verified against: a connection verified
+    /// under one agent's trust is never reused under another's.
+    pub upstream_ca: Option<Arc<str>>,
     /// Whether to speak HTTP/2 (prior knowledge in clear text; offered by ALPN
     /// over TLS, where the server may still choose HTTP/1.1).
     pub h2: bool,
@@ -48,6 +51,8 @@ pub struct PoolKey {
 #[derive(Clone)]
 pub struct UpstreamTls {
     pub config: Arc<rustls::ClientConfig>,
+    /// The extra CA file `config` trusts besides the system roots.
+    pub extra_ca: Option<Arc<str>>,
 }
 
 enum Sender {
