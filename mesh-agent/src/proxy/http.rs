@@ -42,7 +42,7 @@ use crate::{
         mcp::{self, McpGeneration},
         request::{self, Classified},
         sse::{SseEvent, SseParser},
-        Call, Direction, L7Error, OutcomeStatus, Protocol, RpcId,
+        Call, Direction, L7Error, Outcome, OutcomeStatus, Protocol, RpcId,
     },
     policy::{CallContext, Decision},
     records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
@@ -305,7 +305,7 @@ impl HttpConn {
                     }
                     Err(e) => ex.reason = Some(format!("upgrade failed: {e}")),
                 }
-                ex.finish(Some(OutcomeStatus::Http { status: 101 }), false, None);
+                ex.finish(OutcomeStatus::Http { status: 101 }, false, None);
             });
         }
         let mut resp = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
@@ -626,16 +626,36 @@ impl Exchange {
         resp
     }
 
+    /// Writes the record of a call that got no response from its server.
     fn finish_now(self) {
-        self.finish(None, false, None);
+        self.finish_with(None);
+    }
+
+    /// The call ended with `status`: builds its [`Outcome`] and writes it.
+    fn finish(self, status: OutcomeStatus, is_error: bool, usage: Option<Usage>) {
+        let outcome = Outcome {
+            status,
+            is_error,
+            request_bytes: self.summary.request_bytes,
+            response_bytes: self.summary.response_bytes,
+            latency: self.clock.elapsed(),
+            usage,
+        };
+        self.finish_with(Some(outcome));
     }
 
     /// Writes the record and the metrics.
-    fn finish(mut self, status: Option<OutcomeStatus>, is_error: bool, usage: Option<Usage>) {
-        if let Some(status) = &status {
-            apply_status(&mut self.summary, status, is_error);
-        }
-        let latency = self.clock.elapsed();
+    fn finish_with(mut self, outcome: Option<Outcome>) {
+        let latency = outcome
+            .as_ref()
+            .map_or_else(|| self.clock.elapsed(), |o| o.latency);
+        let usage = match outcome {
+            Some(o) => {
+                apply_status(&mut self.summary, &o.status, o.is_error);
+                o.usage
+            }
+            None => None,
+        };
         self.summary.latency_us = latency.as_micros() as u64;
         let proxy = &self.conn.proxy;
         let agent: &str = &self.conn.agent;
@@ -1037,7 +1057,7 @@ impl InspectBody {
                     (status, false, usage)
                 }
             };
-        ex.finish(Some(status), is_error, usage);
+        ex.finish(status, is_error, usage);
     }
 }
 
@@ -1155,7 +1175,7 @@ impl Sessions {
 
     fn complete(&self, key: &PendingKey, status: OutcomeStatus, is_error: bool) {
         if let Some(Pending::Call(ex)) = self.take_pending(key) {
-            ex.finish(Some(status), is_error, None);
+            ex.finish(status, is_error, None);
         }
     }
 
