@@ -4,6 +4,7 @@
 mod bench;
 mod daemon;
 mod demo;
+mod fuzz;
 mod peers;
 mod setup;
 mod test;
@@ -22,7 +23,7 @@ use crate::util::{cargo, run};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "mesh developer tasks: setup, build, test, run, demo, bench"
+    about = "mesh developer tasks: setup, build, test, run, demo, bench, fuzz"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +38,9 @@ enum Cmd {
         /// Also install the benchmark tools (oha).
         #[arg(long)]
         bench: bool,
+        /// Also install the fuzzing tool (cargo-fuzz).
+        #[arg(long)]
+        fuzz: bool,
     },
     /// Build mesh-agent and meshctl (and, through build.rs, the eBPF object).
     Build {
@@ -62,18 +66,30 @@ enum Cmd {
     Demo,
     /// Run the benchmarks and write docs/benchmarks.md.
     Bench,
+    /// Fuzz the L7 parsers (fuzz/, cargo-fuzz, nightly), one target at a time;
+    /// fails if a target found a crash. Not part of `test`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Targets to run (default: all): sse, llm_usage, http_jsonrpc.
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     util::ensure_cargo_bin_on_path();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Setup { bench } => setup::setup(Want { bench }).map(|()| ExitCode::SUCCESS),
+        Cmd::Setup { bench, fuzz } => setup::setup(Want { bench })
+            .and_then(|()| if fuzz { fuzz::ensure_cargo_fuzz() } else { Ok(()) })
+            .map(|()| ExitCode::SUCCESS),
         Cmd::Build { release } => build(release).map(|()| ExitCode::SUCCESS),
         Cmd::Test { args } => test::test(&args),
         Cmd::Run { config } => daemon::run_daemon(config),
         Cmd::Demo => demo(),
         Cmd::Bench => bench(),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
     };
     match result {
         Ok(code) => code,
