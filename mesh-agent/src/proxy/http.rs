@@ -1149,22 +1149,53 @@ type StreamKey = (SocketAddr, Arc<str>);
 #[derive(Default)]
 pub struct Sessions {
     pending: Mutex<HashMap<PendingKey, (Instant, Pending)>>,
+    last_sweep: Mutex<Option<Instant>>,
     streams: Mutex<HashMap<StreamKey, mpsc::UnboundedSender<Bytes>>>,
 }
 
 impl Sessions {
     fn insert_pending(&self, key: PendingKey, pending: Pending) {
+        let now = Instant::now();
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_PENDING {
-            let now = Instant::now();
-            map.retain(|_, (at, _)| now.duration_since(*at) < PENDING_TTL);
+        // Calls whose outcome never came (the session's stream was not
+        // through this daemon, the server never answered) are recorded
+        // without one once they expire, swept at most once a TTL.
+        let mut expired = Vec::new();
+        let sweep_due = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| now.duration_since(at) >= PENDING_TTL);
+            if due || map.len() >= MAX_PENDING {
+                *last = Some(now);
+                true
+            } else {
+                false
+            }
+        };
+        if sweep_due {
+            let keys: Vec<PendingKey> = map
+                .iter()
+                .filter(|(_, (at, _))| now.duration_since(*at) >= PENDING_TTL)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                if let Some((_, p)) = map.remove(&k) {
+                    expired.push(p);
+                }
+            }
         }
-        if map.len() < MAX_PENDING {
-            map.insert(key, (Instant::now(), pending));
-        } else if let Pending::Call(ex) = pending {
-            // Too many in flight to track: recorded now, without an outcome.
-            drop(map);
-            ex.finish_now();
+        let overflow = if map.len() < MAX_PENDING {
+            map.insert(key, (now, pending));
+            None
+        } else {
+            Some(pending)
+        };
+        drop(map);
+        // Too many in flight to track, or expired: recorded now, without an
+        // outcome (outside the lock: writing a record logs).
+        for p in expired.into_iter().chain(overflow) {
+            if let Pending::Call(ex) = p {
+                ex.finish_now();
+            }
         }
     }
 
