@@ -1111,4 +1111,58 @@ mod tests {
         assert!(usage.estimated);
         assert_eq!(usage.output_tokens, 5, "20 characters, about 4 per token");
     }
+
+    #[tokio::test]
+    async fn http2_prior_knowledge_is_parsed_and_forwarded_as_http2() {
+        // An h2c upstream that answers a JSON-RPC result and says which
+        // protocol version and authority it saw.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let seen = format!("{:?} {}", req.version(), req.uri());
+                        let reply =
+                            serde_json::json!({"jsonrpc":"2.0","id":3,"result":{"seen":seen}});
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(Bytes::from(reply.to_string())))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let f = fixture(&policy_allowing(&upstream.to_string())).await;
+        let client = governed_client(&f, upstream).await;
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post("http://tools.example/mcp")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                TOOLS_CALL.as_bytes(),
+            )))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["result"]["seen"], "HTTP/2.0 http://tools.example/mcp");
+        let r = call_record(&f).await;
+        let call = r.call.unwrap();
+        assert_eq!(call.name.as_deref(), Some("add"));
+        assert_eq!(call.outcome.as_deref(), Some("result"));
+        assert_eq!(r.server_name.as_deref(), Some("tools.example"));
+    }
 }
