@@ -16,8 +16,21 @@
 //! was started (by pid), detach and unpin (`mesh-agent cleanup`) and remove
 //! the cgroups, on failure too.
 //!
+//! A second part (`bench_mcp.rs`) measures MCP `tools/call` round trips
+//! over HTTP with `oha`: directly to an nginx backend, through nginx as an
+//! HTTP reverse proxy, and through mesh-agent parsing every call.
+//!
 //! `MESH_BENCH_REPS` and `MESH_BENCH_SECONDS` shorten a run while working on
-//! the harness; the document then says so.
+//! the harness; the document then says so. `MESH_BENCH_ONLY=tcp` or
+//! `MESH_BENCH_ONLY=mcp` runs one part only and writes its report to
+//! `target/bench/benchmarks.md`, leaving docs/benchmarks.md alone.
+//! For diagnosis, `MESH_BENCH_RUST_LOG` replaces the daemon's `RUST_LOG=info`
+//! and `MESH_WORKER_THREADS` (read by the daemon) sets its tokio workers; the
+//! document then says the run was a diagnostic one.
+//!
+//! Each measurement also records how much CPU other work took meanwhile
+//! (other processes in this machine; the hypervisor's steal time), so that a
+//! disturbed repetition can be told from a slow target.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +43,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+
+#[path = "bench_mcp.rs"]
+mod mcp;
 
 use crate::setup::{ensure_setup, Want};
 use crate::util::{
@@ -91,10 +107,21 @@ impl Target {
     }
 }
 
+/// The two parts of a run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    /// Opaque TCP: mesh-bench against echo and sink servers, daemon memory.
+    Tcp,
+    /// MCP tools/call over HTTP with oha (bench_mcp.rs).
+    Mcp,
+}
+
 /// Run length, from the environment for quick runs of the harness itself.
 struct Params {
     reps: usize,
     seconds: u64,
+    /// `MESH_BENCH_ONLY`: one part only (the report then goes to target/bench).
+    only: Option<Part>,
 }
 
 impl Params {
@@ -108,9 +135,16 @@ impl Params {
                 _ => Ok(default),
             }
         }
+        let only = match std::env::var("MESH_BENCH_ONLY").as_deref() {
+            Err(_) | Ok("") | Ok("all") => None,
+            Ok("tcp") => Some(Part::Tcp),
+            Ok("mcp") => Some(Part::Mcp),
+            Ok(v) => bail!("MESH_BENCH_ONLY={v}: expected tcp or mcp"),
+        };
         let p = Params {
             reps: var("MESH_BENCH_REPS", REPS)?,
             seconds: var("MESH_BENCH_SECONDS", SECONDS)?,
+            only,
         };
         ensure!(
             p.reps > 0 && p.seconds > 0,
@@ -121,6 +155,10 @@ impl Params {
 
     fn is_default(&self) -> bool {
         self.reps == REPS && self.seconds == SECONDS
+    }
+
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_none_or(|p| p == part)
     }
 }
 
@@ -164,10 +202,219 @@ pub fn run_bench() -> Result<ExitCode> {
 
     let env = prepare(&params)?;
     let started = Instant::now();
-    let load_at_start = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into());
+    let load_at_start = loadavg();
 
+    let mut daemon_logs: Vec<PathBuf> = Vec::new();
+    let tcp = if params.runs(Part::Tcp) {
+        let t = Instant::now();
+        let cpu = CpuSample::take();
+        let (runs, memory, nginx_version) = run_tcp(&env, &params, &mut daemon_logs)?;
+        Some(TcpPart {
+            runs,
+            memory,
+            nginx_version,
+            elapsed: t.elapsed(),
+            other_cpu: cpu.other_pct(),
+        })
+    } else {
+        None
+    };
+    let mcp = if params.runs(Part::Mcp) {
+        Some(mcp::run(&env, &params, &mut daemon_logs)?)
+    } else {
+        None
+    };
+
+    let logs = scan_daemon_logs(&daemon_logs);
+    let doc = render(&Report {
+        params: &params,
+        env: &env,
+        tcp: tcp.as_ref(),
+        mcp: mcp.as_ref(),
+        logs: &logs,
+        elapsed: started.elapsed(),
+        load_at_start,
+    });
+    let out = if params.only.is_some() {
+        env.dir.join("benchmarks.md")
+    } else {
+        repo_root().join("docs").join("benchmarks.md")
+    };
+    std::fs::write(&out, doc).with_context(|| format!("write {}", out.display()))?;
+    println!(
+        "bench: wrote {} ({:.0} s); logs in {}",
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        env.dir.display()
+    );
+    let failed = tcp.as_ref().is_some_and(|t| {
+        t.runs.iter().any(|r| !r.errors.is_empty()) || t.memory.iter().any(|(_, m)| m.is_err())
+    }) || mcp.as_ref().is_some_and(mcp::McpPart::failed);
+    Ok(if failed {
+        eprintln!(
+            "bench: some measurements failed; see the Problems section of {}",
+            out.display()
+        );
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// What the opaque TCP part measured.
+struct TcpPart {
+    runs: Vec<RunResult>,
+    memory: Vec<(&'static str, Result<Memory>)>,
+    nginx_version: String,
+    elapsed: Duration,
+    /// CPU other work used meanwhile, % of the machine.
+    other_cpu: Option<OtherCpu>,
+}
+
+/// CPU time (clock ticks) at one moment: the machine's user + nice + system
+/// time (/proc/stat), that of this run's process tree (this process and its
+/// live descendants, each with its reaped children), and that of kernel
+/// threads (which include softirq work done for the run's own traffic),
+/// and the time the hypervisor ran something else instead (steal). The
+/// difference of two samples is what other work on the machine used.
+struct CpuSample {
+    at: Instant,
+    busy: u64,
+    steal: u64,
+    ours: u64,
+    kernel: u64,
+}
+
+/// What other work took while a measurement ran, in % of the machine (all
+/// its CPUs).
+#[derive(Clone, Copy)]
+struct OtherCpu {
+    /// Processes outside this run, inside this machine.
+    other: f64,
+    /// Time the hypervisor gave to others (steal, /proc/stat).
+    steal: f64,
+}
+
+impl OtherCpu {
+    fn show(self) -> String {
+        format!("{:.1} / {:.1}", self.other, self.steal)
+    }
+
+    fn insert_into(self, values: &mut BTreeMap<&'static str, f64>) {
+        values.insert("other_cpu", self.other);
+        values.insert("steal", self.steal);
+    }
+
+    fn from_values(values: &BTreeMap<&'static str, f64>) -> String {
+        match (values.get("other_cpu"), values.get("steal")) {
+            (Some(&other), Some(&steal)) => OtherCpu { other, steal }.show(),
+            _ => "n/a".into(),
+        }
+    }
+}
+
+impl CpuSample {
+    fn take() -> CpuSample {
+        // cpu  user nice system idle iowait irq softirq steal …
+        let fields: Vec<u64> = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("cpu "))?.to_owned();
+                Some(
+                    line.split_whitespace()
+                        .skip(1)
+                        .filter_map(|v| v.parse().ok())
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        let busy = fields.iter().take(3).sum();
+        let steal = fields.get(7).copied().unwrap_or(0);
+        // pid -> (ppid, utime + stime + cutime + cstime)
+        let mut procs: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                    continue;
+                };
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                procs.insert(pid, (num(1) as u32, num(11) + num(12) + num(13) + num(14)));
+            }
+        }
+        let me = std::process::id();
+        let in_tree = |mut pid: u32, root: u32| {
+            for _ in 0..64 {
+                if pid == root {
+                    return true;
+                }
+                match procs.get(&pid) {
+                    Some(&(ppid, _)) if ppid != 0 => pid = ppid,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        let (mut ours, mut kernel) = (0, 0);
+        for (&pid, &(_, ticks)) in &procs {
+            if in_tree(pid, me) {
+                ours += ticks;
+            } else if in_tree(pid, 2) {
+                kernel += ticks;
+            }
+        }
+        CpuSample {
+            at: Instant::now(),
+            busy,
+            steal,
+            ours,
+            kernel,
+        }
+    }
+
+    /// CPU that other work used since this sample, in % of the machine
+    /// (all CPUs); `None` when /proc could not be read.
+    fn other_pct(&self) -> Option<OtherCpu> {
+        let now = CpuSample::take();
+        let tick: f64 = command_line("getconf", &["CLK_TCK"])
+            .parse()
+            .unwrap_or(100.0);
+        let ncpu = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let capacity = now.at.duration_since(self.at).as_secs_f64() * tick * ncpu;
+        if self.busy == 0 || now.busy == 0 || capacity <= 0.0 {
+            return None;
+        }
+        let other = now.busy.saturating_sub(self.busy) as f64
+            - now.ours.saturating_sub(self.ours) as f64
+            - now.kernel.saturating_sub(self.kernel) as f64;
+        let steal = now.steal.saturating_sub(self.steal) as f64;
+        Some(OtherCpu {
+            other: (other / capacity * 100.0).clamp(0.0, 100.0),
+            steal: (steal / capacity * 100.0).clamp(0.0, 100.0),
+        })
+    }
+}
+
+type MemoryResults = Vec<(&'static str, Result<Memory>)>;
+
+/// The opaque TCP part: the four targets interleaved, then daemon memory.
+fn run_tcp(
+    env: &Env,
+    params: &Params,
+    daemon_logs: &mut Vec<PathBuf>,
+) -> Result<(Vec<RunResult>, MemoryResults, String)> {
     // Servers and nginx first; guards stop them whatever happens next.
     let _echo = Proc::spawn(
         "echo server",
@@ -181,11 +428,10 @@ pub fn run_bench() -> Result<ExitCode> {
     )?;
     wait_listening(env.echo, "echo server")?;
     wait_listening(env.sink, "sink server")?;
-    let nginx = Nginx::start(&env)?;
+    let nginx = Nginx::start_stream(env)?;
     let nginx_version = nginx.version.clone();
 
     let mut runs: Vec<RunResult> = Vec::new();
-    let mut daemon_logs: Vec<PathBuf> = Vec::new();
     for rep in 1..=params.reps {
         for target in TARGETS {
             println!(
@@ -193,14 +439,15 @@ pub fn run_bench() -> Result<ExitCode> {
                 target.label(),
                 reps = params.reps
             );
-            let result = match target.relay() {
-                None => measure(&env, &params, target, rep),
+            let cpu = CpuSample::take();
+            let mut result = match target.relay() {
+                None => measure(env, params, target, rep),
                 Some(relay) => {
                     let log = env.dir.join(format!("daemon-{relay}-rep{rep}.log"));
                     daemon_logs.push(log.clone());
-                    match Daemon::start(&env, relay, &log) {
+                    match Daemon::start(env, Some(relay), &log) {
                         Ok(mut daemon) => {
-                            let mut r = measure(&env, &params, target, rep);
+                            let mut r = measure(env, params, target, rep);
                             r.mesh = Some(daemon.counters());
                             if let Err(e) = daemon.stop() {
                                 r.errors.push(format!("stopping the daemon: {e:#}"));
@@ -211,6 +458,9 @@ pub fn run_bench() -> Result<ExitCode> {
                     }
                 }
             };
+            if let Some(o) = cpu.other_pct() {
+                o.insert_into(&mut result.values);
+            }
             runs.push(result);
             thread::sleep(Duration::from_millis(500));
         }
@@ -221,7 +471,7 @@ pub fn run_bench() -> Result<ExitCode> {
         println!("bench: daemon memory, MESH_RELAY={relay}");
         let log = env.dir.join(format!("daemon-{relay}-memory.log"));
         daemon_logs.push(log.clone());
-        let m = measure_memory(&env, relay, &log);
+        let m = measure_memory(env, relay, &log);
         match &m {
             Ok(m) => println!(
                 "bench:   idle {:.1} MiB, with {} connections {:.1} MiB, after release {:.1} MiB",
@@ -235,36 +485,7 @@ pub fn run_bench() -> Result<ExitCode> {
         memory.push((relay, m));
     }
     drop(nginx);
-
-    let logs = scan_daemon_logs(&daemon_logs);
-    let doc = render(&Report {
-        params: &params,
-        env: &env,
-        nginx_version: &nginx_version,
-        runs: &runs,
-        memory: &memory,
-        logs: &logs,
-        elapsed: started.elapsed(),
-        load_at_start,
-    });
-    let out = repo_root().join("docs").join("benchmarks.md");
-    std::fs::write(&out, doc).with_context(|| format!("write {}", out.display()))?;
-    println!(
-        "bench: wrote {} ({:.0} s); logs in {}",
-        out.display(),
-        started.elapsed().as_secs_f64(),
-        env.dir.display()
-    );
-    let failed =
-        runs.iter().any(|r| !r.errors.is_empty()) || memory.iter().any(|(_, m)| m.is_err());
-    Ok(if failed {
-        eprintln!(
-            "bench: some measurements failed; see the Problems section of docs/benchmarks.md"
-        );
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok((runs, memory, nginx_version))
 }
 
 // ------------------------------------------------------------------ setup
@@ -455,9 +676,16 @@ impl Env {
 
     /// `meshctl exec --agent bench -- mesh-bench ARGS…`
     fn governed(&self, args: &[&str]) -> Command {
+        self.governed_program(&self.bench_bin, args)
+    }
+
+    /// `meshctl exec --agent bench -- PROGRAM ARGS…`
+    fn governed_program(&self, program: &Path, args: &[&str]) -> Command {
         let socket = self.admin_socket.to_string_lossy().into_owned();
-        let bench = self.bench_bin.to_string_lossy().into_owned();
-        let mut full = vec!["--socket", &socket, "exec", "--agent", AGENT, "--", &bench];
+        let program = program.to_string_lossy().into_owned();
+        let mut full = vec![
+            "--socket", &socket, "exec", "--agent", AGENT, "--", &program,
+        ];
         full.extend_from_slice(args);
         with_nofile(&self.meshctl_bin, &full)
     }
@@ -522,41 +750,67 @@ impl Drop for Proc {
     }
 }
 
-/// nginx as a plain stream (L4) proxy in front of the echo and sink servers,
-/// with a private config and prefix under target/bench/nginx.
+/// An nginx instance with a private config and prefix under
+/// target/bench/NAME: a plain stream (L4) proxy in front of the echo and sink
+/// servers for the TCP part; the MCP part's backend and HTTP reverse proxy.
 struct Nginx {
     master: Child,
     version: String,
 }
 
 impl Nginx {
-    fn start(env: &Env) -> Result<Nginx> {
-        let dir = env.dir.join("nginx");
-        std::fs::create_dir_all(dir.join("logs"))?;
+    /// The TCP part's stream proxy, in target/bench/nginx.
+    fn start_stream(env: &Env) -> Result<Nginx> {
         let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
         let load = if module.exists() {
             format!("load_module {};\n", module.display())
         } else {
             String::new()
         };
-        let conf = format!(
-            "# Written by `cargo xtask bench`.\n\
-             {load}daemon off;\n\
-             master_process on;\n\
-             worker_processes 2;\n\
-             pid {pid};\n\
-             error_log {err} warn;\n\
-             events {{ worker_connections 8192; }}\n\
-             stream {{\n\
+        let body = format!(
+            "stream {{\n\
              \x20   server {{ listen {le}; proxy_pass {echo}; }}\n\
              \x20   server {{ listen {ls}; proxy_pass {sink}; }}\n\
              }}\n",
-            pid = dir.join("nginx.pid").display(),
-            err = dir.join("logs/error.log").display(),
             le = env.nginx_echo,
             ls = env.nginx_sink,
             echo = env.echo,
             sink = env.sink,
+        );
+        Nginx::start(
+            env,
+            "nginx",
+            &load,
+            2,
+            &body,
+            &[env.nginx_echo, env.nginx_sink],
+        )
+    }
+
+    /// nginx in target/bench/NAME with `workers` worker processes, the
+    /// top-level directives `pre` (load_module) and the blocks `body`, ready
+    /// when it accepts connections on every address of `listens`.
+    fn start(
+        env: &Env,
+        name: &str,
+        pre: &str,
+        workers: usize,
+        body: &str,
+        listens: &[SocketAddr],
+    ) -> Result<Nginx> {
+        let dir = env.dir.join(name);
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let conf = format!(
+            "# Written by `cargo xtask bench`.\n\
+             {pre}daemon off;\n\
+             master_process on;\n\
+             worker_processes {workers};\n\
+             pid {pid};\n\
+             error_log {err} warn;\n\
+             events {{ worker_connections 8192; }}\n\
+             {body}",
+            pid = dir.join("nginx.pid").display(),
+            err = dir.join("logs/error.log").display(),
         );
         let file = dir.join("nginx.conf");
         std::fs::write(&file, conf)?;
@@ -583,7 +837,7 @@ impl Nginx {
             .spawn()
             .with_context(|| format!("start nginx: {}", display_cmd(&cmd)))?;
         let mut nginx = Nginx { master, version };
-        for addr in [env.nginx_echo, env.nginx_sink] {
+        for &addr in listens {
             if let Err(e) = wait_listening(addr, "nginx") {
                 let status = nginx.master.try_wait().ok().flatten();
                 let log = std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default()
@@ -592,6 +846,16 @@ impl Nginx {
             }
         }
         Ok(nginx)
+    }
+
+    /// The master's and the workers' pids.
+    fn pids(&self) -> Vec<u32> {
+        let pid = self.master.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(children.split_whitespace().filter_map(|w| w.parse().ok()))
+            .collect()
     }
 }
 
@@ -639,7 +903,9 @@ struct Daemon<'a> {
 }
 
 impl<'a> Daemon<'a> {
-    fn start(env: &'a Env, relay: &str, log: &Path) -> Result<Daemon<'a>> {
+    /// A fresh daemon, with `MESH_RELAY=relay` when given (the default
+    /// strategy otherwise).
+    fn start(env: &'a Env, relay: Option<&str>, log: &Path) -> Result<Daemon<'a>> {
         mesh_cleanup(env);
         let _ = std::fs::remove_dir_all(&env.data_dir);
         let file = std::fs::OpenOptions::new()
@@ -649,8 +915,10 @@ impl<'a> Daemon<'a> {
             .with_context(|| format!("open {}", log.display()))?;
         let config = env.config.to_string_lossy().into_owned();
         let mut cmd = with_nofile(&env.agent_bin, &["run", "--config", &config]);
-        cmd.env("MESH_RELAY", relay)
-            .env("RUST_LOG", "info")
+        if let Some(relay) = relay {
+            cmd.env("MESH_RELAY", relay);
+        }
+        cmd.env("RUST_LOG", daemon_rust_log())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -752,6 +1020,28 @@ impl Drop for Daemon<'_> {
     }
 }
 
+/// The daemon's `RUST_LOG`: `info` (each record logged, as deployed), or
+/// `MESH_BENCH_RUST_LOG` for diagnosis.
+fn daemon_rust_log() -> String {
+    std::env::var("MESH_BENCH_RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "info".into())
+}
+
+/// Settings of this run that change the daemon from its defaults, for the
+/// document: `MESH_BENCH_RUST_LOG`, and `MESH_WORKER_THREADS` (read by the
+/// daemon itself, inherited from this process).
+fn daemon_overrides() -> Vec<String> {
+    ["MESH_BENCH_RUST_LOG", "MESH_WORKER_THREADS"]
+        .iter()
+        .filter_map(|k| {
+            let v = std::env::var(k).ok().filter(|v| !v.is_empty())?;
+            Some(format!("`{k}={v}`"))
+        })
+        .collect()
+}
+
 /// Plain HTTP/1.0 GET (ungoverned).
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -769,7 +1059,22 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Runs a client to completion (killing it, and for governed clients the
 /// agents' cgroups, after `timeout`) and parses the flat JSON line it prints.
-fn run_client(env: &Env, mut cmd: Command, timeout: Duration) -> Result<BTreeMap<String, f64>> {
+fn run_client(env: &Env, cmd: Command, timeout: Duration) -> Result<BTreeMap<String, f64>> {
+    let (shown, stdout, stderr) = run_process(env, cmd, timeout)?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| {
+            format!("no result from {shown}; stdout: {stdout:?}, stderr: {stderr:?}")
+        })?;
+    parse_flat_json(line)
+}
+
+/// Runs a client to completion (killing it, and for governed clients the
+/// agents' cgroups, after `timeout`); its command line, stdout and stderr
+/// when it succeeded.
+fn run_process(env: &Env, mut cmd: Command, timeout: Duration) -> Result<(String, String, String)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -804,14 +1109,7 @@ fn run_client(env: &Env, mut cmd: Command, timeout: Duration) -> Result<BTreeMap
         Some(s) if !s.success() => bail!("{shown} failed ({s}):\n{}", tail(&stderr, 10)),
         Some(_) => {}
     }
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| {
-            format!("no result from {shown}; stdout: {stdout:?}, stderr: {stderr:?}")
-        })?;
-    parse_flat_json(line)
+    Ok((shown, stdout, stderr))
 }
 
 fn reader<R: std::io::Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
@@ -1014,7 +1312,7 @@ fn rss(pid: u32) -> Result<(u64, u64)> {
 }
 
 fn measure_memory(env: &Env, relay: &str, log: &Path) -> Result<Memory> {
-    let daemon = Daemon::start(env, relay, log)?;
+    let daemon = Daemon::start(env, Some(relay), log)?;
     let pid = daemon.pid().context("daemon pid")?;
     thread::sleep(Duration::from_secs(2));
     let (idle_kib, _) = rss(pid)?;
@@ -1113,9 +1411,21 @@ fn scan_daemon_logs(logs: &[PathBuf]) -> LogScan {
         distinct: Vec::new(),
     };
     for log in logs {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines() {
-            let clean = strip_ansi(line);
+        // The MCP part's logs hold a record line per call: read line by line.
+        let Ok(file) = std::fs::File::open(log) else {
+            continue;
+        };
+        for line in BufReader::new(file).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            if !line.contains("WARN")
+                && !line.contains("ERROR")
+                && !line.contains("error:")
+                && !line.contains("panicked")
+            {
+                continue;
+            }
+            let clean = strip_ansi(&line);
             let level = [" WARN ", " ERROR ", "error:", "panicked"]
                 .iter()
                 .find_map(|l| clean.find(l));
@@ -1153,9 +1463,8 @@ fn strip_ansi(s: &str) -> String {
 struct Report<'a> {
     params: &'a Params,
     env: &'a Env,
-    nginx_version: &'a str,
-    runs: &'a [RunResult],
-    memory: &'a [(&'static str, Result<Memory>)],
+    tcp: Option<&'a TcpPart>,
+    mcp: Option<&'a mcp::McpPart>,
     logs: &'a LogScan,
     elapsed: Duration,
     load_at_start: String,
@@ -1174,7 +1483,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-impl Report<'_> {
+impl TcpPart {
     fn median(&self, target: Target, key: &str) -> Option<f64> {
         median(
             self.runs
@@ -1276,12 +1585,45 @@ fn render(rep: &Report) -> String {
     let p = rep.params;
 
     let _ = writeln!(d, "# Benchmarks\n");
+    let parts: Vec<String> = [
+        rep.tcp.map(|t| {
+            format!(
+                "[opaque TCP](#opaque-tcp) {:.1} min",
+                t.elapsed.as_secs_f64() / 60.0
+            )
+        }),
+        rep.mcp.map(|m| {
+            format!(
+                "[MCP tools/call](#mcp-toolscall) {:.1} min",
+                m.elapsed.as_secs_f64() / 60.0
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let _ = writeln!(
         d,
-        "Written by `cargo xtask bench` on {date} ({:.1} min); every number below comes from that one run. \
+        "Written by `cargo xtask bench` on {date} ({:.1} min: {}); every number below comes from that one run. \
          Re-run it to refresh this file; do not edit the numbers by hand.\n",
-        rep.elapsed.as_secs_f64() / 60.0
+        rep.elapsed.as_secs_f64() / 60.0,
+        parts.join(", ")
     );
+    if let Some(only) = p.only {
+        let _ = writeln!(
+            d,
+            "**Partial run** (`MESH_BENCH_ONLY={}`): only that part was measured.\n",
+            if only == Part::Tcp { "tcp" } else { "mcp" }
+        );
+    }
+    let overrides = daemon_overrides();
+    if !overrides.is_empty() {
+        let _ = writeln!(
+            d,
+            "**Diagnostic run** ({}): the daemon did not run with the settings the method below states.\n",
+            overrides.join(", ")
+        );
+    }
     if !p.is_default() {
         let _ = writeln!(
             d,
@@ -1294,10 +1636,38 @@ fn render(rep: &Report) -> String {
     let _ = writeln!(d, "- kernel: {kernel}");
     let _ = writeln!(
         d,
-        "- load average when the run started: {} (other work on the machine shares the CPUs)",
-        rep.load_at_start
+        "- load average (1, 5, 15 min) when the run started: {} (while it runs, the run itself keeps it \
+         near 2 or above; other work on the machine shares the CPUs)",
+        rep.load_at_start,
     );
-    let _ = writeln!(d, "- nginx: {}", rep.nginx_version);
+    let other: Vec<String> = [
+        rep.tcp
+            .and_then(|t| t.other_cpu)
+            .map(|o| format!("opaque TCP part {:.1}% / {:.1}%", o.other, o.steal)),
+        rep.mcp
+            .and_then(|m| m.other_cpu)
+            .map(|o| format!("MCP part {:.1}% / {:.1}%", o.other, o.steal)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !other.is_empty() {
+        let _ = writeln!(
+            d,
+            "- CPU taken by other work while the run lasted, in % of all {nproc} CPUs: inside this machine \
+             (its user + system time from /proc/stat, less this run's processes and kernel threads) / by \
+             the hypervisor for others (steal time): {}; per measurement in the \"other CPU / steal %\" \
+             columns below",
+            other.join(", ")
+        );
+    }
+    if let Some(v) = rep
+        .tcp
+        .map(|t| t.nginx_version.as_str())
+        .or(rep.mcp.map(|m| m.nginx_version.as_str()))
+    {
+        let _ = writeln!(d, "- nginx: {v}");
+    }
     let _ = writeln!(
         d,
         "- mesh: commit {}{}, release build",
@@ -1310,7 +1680,87 @@ fn render(rep: &Report) -> String {
     );
     let _ = writeln!(d);
 
-    let _ = writeln!(d, "## Method\n");
+    if let Some(tcp) = rep.tcp {
+        render_tcp(&mut d, p, nproc, tcp);
+    }
+    if let Some(m) = rep.mcp {
+        mcp::render(&mut d, p, nproc, m);
+    }
+
+    // Daemon logs and problems.
+    let _ = writeln!(d, "## Daemon log\n");
+    if rep.logs.lines == 0 {
+        let _ = writeln!(d, "No warnings or errors in the daemon logs of this run.\n");
+    } else {
+        let _ = writeln!(
+            d,
+            "{} warning/error lines in the daemon logs of this run ({} distinct):\n",
+            rep.logs.lines,
+            rep.logs.distinct.len()
+        );
+        for (msg, n) in rep.logs.distinct.iter().take(15) {
+            let msg: String = msg.chars().take(300).collect();
+            let _ = writeln!(d, "- {n}× `{}`", msg.replace('`', "'"));
+        }
+        let _ = writeln!(d);
+    }
+    let no_runs: &[RunResult] = &[];
+    let no_memory: &MemoryResults = &Vec::new();
+    let (runs, memory) = rep
+        .tcp
+        .map_or((no_runs, no_memory), |t| (&t.runs[..], &t.memory));
+    let problems: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| format!("rep {} {}: {e}", r.rep, r.target.label()))
+        })
+        .chain(runs.iter().filter_map(|r| {
+            r.mesh
+                .filter(|c| c.refused + c.errors > 0 || c.allowed == 0)
+                .map(|c| {
+                    format!(
+                        "rep {} {}: the daemon counted {} allowed, {} refused, {} failed connections",
+                        r.rep,
+                        r.target.label(),
+                        c.allowed,
+                        c.refused,
+                        c.errors
+                    )
+                })
+        }))
+        .chain(
+            memory
+                .iter()
+                .filter_map(|(relay, m)| m.as_ref().err().map(|e| format!("memory ({relay}): {e:#}"))),
+        )
+        .chain(rep.mcp.map(mcp::McpPart::problems).unwrap_or_default())
+        .collect();
+    if !problems.is_empty() {
+        let _ = writeln!(d, "## Problems\n");
+        for p in problems {
+            let p: String = p.chars().take(600).collect();
+            let _ = writeln!(d, "- {}", p.replace('\n', " "));
+        }
+        let _ = writeln!(d);
+    }
+    let _ = writeln!(
+        d,
+        "Logs of this run (daemon, nginx, servers) were in `{}`.",
+        rep.env
+            .dir
+            .strip_prefix(repo_root())
+            .unwrap_or(&rep.env.dir)
+            .display()
+    );
+    d
+}
+
+/// The opaque TCP part of the document.
+fn render_tcp(d: &mut String, p: &Params, nproc: usize, tcp: &TcpPart) {
+    let _ = writeln!(d, "## Opaque TCP\n");
+    let _ = writeln!(d, "### Method\n");
     let _ = writeln!(
         d,
         "One load tool for every target, `mesh-bench` (`benches/`), against its own echo and sink servers \
@@ -1324,7 +1774,7 @@ fn render(rep: &Report) -> String {
          policy (`allow: [\"127.0.0.2:*\"]`) and relays to the original destination, with \
          `MESH_RELAY=splice` (splice(2) through pipes) or `MESH_RELAY=copy` (user-space buffers). \
          The daemon is started fresh for each measurement set.\n",
-        rep.nginx_version
+        tcp.nginx_version
     );
     let _ = writeln!(
         d,
@@ -1353,7 +1803,7 @@ fn render(rep: &Report) -> String {
     // Main table.
     let _ = writeln!(
         d,
-        "## Results (median of {} repetition{})\n",
+        "### Results (median of {} repetition{})\n",
         p.reps,
         if p.reps == 1 { "" } else { "s" }
     );
@@ -1362,12 +1812,12 @@ fn render(rep: &Report) -> String {
         "| target | connect p50 / p99 µs | rr p50 / p99 µs @1k rps | max req/s | MB/s | vs direct |"
     );
     let _ = writeln!(d, "|---|---|---|---|---|---|");
-    let direct_p50 = rep.median(Target::Direct, "rr_p50");
-    let direct_rps = rep.median(Target::Direct, "max_rps");
-    let direct_mbps = rep.median(Target::Direct, "mbps");
-    let direct_connect = rep.median(Target::Direct, "connect_p50");
+    let direct_p50 = tcp.median(Target::Direct, "rr_p50");
+    let direct_rps = tcp.median(Target::Direct, "max_rps");
+    let direct_mbps = tcp.median(Target::Direct, "mbps");
+    let direct_connect = tcp.median(Target::Direct, "connect_p50");
     for t in TARGETS {
-        let m = |k| rep.median(t, k);
+        let m = |k| tcp.median(t, k);
         let vs = if t == Target::Direct {
             "1.00x".to_owned()
         } else {
@@ -1400,8 +1850,8 @@ fn render(rep: &Report) -> String {
     );
 
     // Memory.
-    let _ = writeln!(d, "## mesh-agent memory\n");
-    for (relay, m) in rep.memory {
+    let _ = writeln!(d, "### mesh-agent memory\n");
+    for (relay, m) in &tcp.memory {
         match m {
             Ok(m) => {
                 let _ = writeln!(
@@ -1428,7 +1878,7 @@ fn render(rep: &Report) -> String {
     );
 
     // Targets of the issue.
-    let _ = writeln!(d, "## Targets\n");
+    let _ = writeln!(d, "### Targets\n");
     let _ = writeln!(d, "| target | measured | |");
     let _ = writeln!(d, "|---|---|---|");
     let verdict = |ok: Option<bool>| match ok {
@@ -1436,21 +1886,21 @@ fn render(rep: &Report) -> String {
         Some(false) => "**not met**",
         None => "not measured",
     };
-    let nginx_mbps = rep.median(Target::Nginx, "mbps");
+    let nginx_mbps = tcp.median(Target::Nginx, "mbps");
     for t in [Target::MeshSplice, Target::MeshCopy] {
-        let f = ratio(rep.median(t, "rr_p50"), direct_p50);
+        let f = ratio(tcp.median(t, "rr_p50"), direct_p50);
         let _ = writeln!(
             d,
             "| {}: rr p50 within {P50_FACTOR_TARGET}x of direct | {} µs vs {} µs = {} | {} |",
             t.label(),
-            opt(rep.median(t, "rr_p50")),
+            opt(tcp.median(t, "rr_p50")),
             opt(direct_p50),
             f.map_or_else(|| "n/a".into(), |f| format!("{f:.2}x")),
             verdict(f.map(|f| f <= P50_FACTOR_TARGET)),
         );
     }
     for t in [Target::MeshSplice, Target::MeshCopy] {
-        let mbps = rep.median(t, "mbps");
+        let mbps = tcp.median(t, "mbps");
         let _ = writeln!(
             d,
             "| {}: throughput at least nginx's | {} MB/s vs {} MB/s | {} |",
@@ -1460,7 +1910,7 @@ fn render(rep: &Report) -> String {
             verdict(mbps.zip(nginx_mbps).map(|(m, n)| m >= n)),
         );
     }
-    for (relay, m) in rep.memory {
+    for (relay, m) in &tcp.memory {
         let held = m.as_ref().ok().map(|m| kib_to_mib(m.held_kib));
         let _ = writeln!(
             d,
@@ -1472,7 +1922,7 @@ fn render(rep: &Report) -> String {
     let added: Vec<String> = [Target::Nginx, Target::MeshSplice, Target::MeshCopy]
         .iter()
         .filter_map(|&t| {
-            let a = rep.median(t, "rr_p50")? - direct_p50?;
+            let a = tcp.median(t, "rr_p50")? - direct_p50?;
             Some(format!("{} {a:+.0} µs", t.label()))
         })
         .collect();
@@ -1486,7 +1936,7 @@ fn render(rep: &Report) -> String {
     let _ = writeln!(d);
 
     // Relay strategy.
-    let _ = writeln!(d, "## Relay strategy: splice or copy\n");
+    let _ = writeln!(d, "### Relay strategy: splice or copy\n");
     let mut wins = (0, 0);
     let compare = [
         ("rr p50 @1k rps", "rr_p50", false),
@@ -1496,8 +1946,8 @@ fn render(rep: &Report) -> String {
     ];
     for (name, key, higher) in compare {
         let (s, c) = (
-            rep.median(Target::MeshSplice, key),
-            rep.median(Target::MeshCopy, key),
+            tcp.median(Target::MeshSplice, key),
+            tcp.median(Target::MeshCopy, key),
         );
         let line = match (s, c) {
             (Some(s), Some(c)) => {
@@ -1532,7 +1982,7 @@ fn render(rep: &Report) -> String {
         let _ = writeln!(d, "- {line}");
     }
     let held = |relay: &str| {
-        rep.memory
+        tcp.memory
             .iter()
             .find(|(r, _)| *r == relay)
             .and_then(|(_, m)| m.as_ref().ok())
@@ -1556,13 +2006,13 @@ fn render(rep: &Report) -> String {
     let _ = writeln!(d, "\n{conclusion}\n");
 
     // Raw repetitions.
-    let _ = writeln!(d, "## Every repetition\n");
+    let _ = writeln!(d, "### Every repetition\n");
     let _ = writeln!(
         d,
-        "| rep | target | connect p50 / p99 µs | rr p50 / p99 µs @1k rps | rr req/s achieved | client send lag p99 µs | max req/s (p50 / p99 µs) | MB/s | daemon: connections allowed / refused / error |"
+        "| rep | target | connect p50 / p99 µs | rr p50 / p99 µs @1k rps | rr req/s achieved | client send lag p99 µs | max req/s (p50 / p99 µs) | MB/s | daemon: connections allowed / refused / error | other CPU / steal % |"
     );
-    let _ = writeln!(d, "|---|---|---|---|---|---|---|---|---|");
-    for r in rep.runs {
+    let _ = writeln!(d, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &tcp.runs {
         let g = |k: &str| opt(r.values.get(k).copied());
         let counters = r.mesh.map_or_else(
             || "".to_owned(),
@@ -1570,7 +2020,7 @@ fn render(rep: &Report) -> String {
         );
         let _ = writeln!(
             d,
-            "| {} | {} | {} / {} | {} / {} | {} | {} | {} ({} / {}) | {} | {} |",
+            "| {} | {} | {} / {} | {} / {} | {} | {} | {} ({} / {}) | {} | {} | {} |",
             r.rep,
             r.target.label(),
             g("connect_p50"),
@@ -1584,73 +2034,10 @@ fn render(rep: &Report) -> String {
             g("max_p99"),
             g("mbps"),
             counters,
+            OtherCpu::from_values(&r.values),
         );
     }
     let _ = writeln!(d);
-
-    // Daemon logs and problems.
-    let _ = writeln!(d, "## Daemon log\n");
-    if rep.logs.lines == 0 {
-        let _ = writeln!(d, "No warnings or errors in the daemon logs of this run.\n");
-    } else {
-        let _ = writeln!(
-            d,
-            "{} warning/error lines in the daemon logs of this run ({} distinct):\n",
-            rep.logs.lines,
-            rep.logs.distinct.len()
-        );
-        for (msg, n) in rep.logs.distinct.iter().take(15) {
-            let msg: String = msg.chars().take(300).collect();
-            let _ = writeln!(d, "- {n}× `{}`", msg.replace('`', "'"));
-        }
-        let _ = writeln!(d);
-    }
-    let problems: Vec<String> = rep
-        .runs
-        .iter()
-        .flat_map(|r| {
-            r.errors
-                .iter()
-                .map(move |e| format!("rep {} {}: {e}", r.rep, r.target.label()))
-        })
-        .chain(rep.runs.iter().filter_map(|r| {
-            r.mesh
-                .filter(|c| c.refused + c.errors > 0 || c.allowed == 0)
-                .map(|c| {
-                    format!(
-                        "rep {} {}: the daemon counted {} allowed, {} refused, {} failed connections",
-                        r.rep,
-                        r.target.label(),
-                        c.allowed,
-                        c.refused,
-                        c.errors
-                    )
-                })
-        }))
-        .chain(
-            rep.memory
-                .iter()
-                .filter_map(|(relay, m)| m.as_ref().err().map(|e| format!("memory ({relay}): {e:#}"))),
-        )
-        .collect();
-    if !problems.is_empty() {
-        let _ = writeln!(d, "## Problems\n");
-        for p in problems {
-            let p: String = p.chars().take(600).collect();
-            let _ = writeln!(d, "- {}", p.replace('\n', " "));
-        }
-        let _ = writeln!(d);
-    }
-    let _ = writeln!(
-        d,
-        "Logs of this run (daemon, nginx, servers) were in `{}`.",
-        rep.env
-            .dir
-            .strip_prefix(repo_root())
-            .unwrap_or(&rep.env.dir)
-            .display()
-    );
-    d
 }
 
 #[cfg(test)]
