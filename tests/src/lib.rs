@@ -290,6 +290,27 @@ impl Mesh {
         }
     }
 
+    /// Request records (those with a `call`) to `dst`, once `until` holds
+    /// for them (records are written when a response ends), or after 20 s.
+    pub fn call_records(
+        &self,
+        dst: &str,
+        until: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let records: Vec<serde_json::Value> = self
+                .records()
+                .into_iter()
+                .filter(|r| r["original_destination"] == dst && r["call"].is_object())
+                .collect();
+            if until(&records) || Instant::now() > deadline {
+                return records;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let out = self.meshctl(&["--output", "json", "status"]);
         assert!(

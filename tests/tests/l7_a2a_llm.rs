@@ -3,8 +3,6 @@
 //! send and stream), and the official `openai` and `anthropic` clients
 //! against @copilotkit/aimock. Calls are parsed; LLM usage is extracted
 //! exactly as the fixture says (11 input, 7 output), streaming or not.
-use std::time::{Duration, Instant};
-
 use mesh_tests::{
     egress_policy,
     peers::{python_argv, spawn_server, PeerKind, PeerServer},
@@ -26,21 +24,8 @@ fn run(mesh: &Mesh, agent: &str, script: &str, args: &[&str]) -> String {
     stdout(&out)
 }
 
-/// Call records to `server`, once `until` holds (or after 20 s).
 fn calls(mesh: &Mesh, server: &PeerServer, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let dst = server.addr().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let records: Vec<Value> = mesh
-            .records()
-            .into_iter()
-            .filter(|r| r["original_destination"] == dst.as_str() && r["call"].is_object())
-            .collect();
-        if until(&records) || Instant::now() > deadline {
-            return records;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mesh.call_records(&server.addr().to_string(), until)
 }
 
 fn with_method<'a>(calls: &'a [Value], method: &str) -> Vec<&'a Value> {

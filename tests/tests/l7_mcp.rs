@@ -10,7 +10,6 @@ use mesh_tests::{
     stderr, stdout, Mesh,
 };
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 /// Runs `mcp_client.py` as agent `agent` through the mesh and checks it
 /// exited 0.
@@ -31,23 +30,10 @@ fn client(mesh: &Mesh, agent: &str, server: &PeerServer, args: &[&str]) -> Strin
     stdout(&out)
 }
 
-/// Call records (those with a `call`) to `server`, once `until` holds for
-/// them (records are written when a response ends), or after 20 s.
 fn calls(mesh: &Mesh, server: &PeerServer, until: impl Fn(&[&Value]) -> bool) -> Vec<Value> {
-    let dst = server.addr().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let records: Vec<Value> = mesh
-            .records()
-            .into_iter()
-            .filter(|r| r["original_destination"] == dst.as_str() && r["call"].is_object())
-            .collect();
-        let refs: Vec<&Value> = records.iter().collect();
-        if until(&refs) || Instant::now() > deadline {
-            return records;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mesh.call_records(&server.addr().to_string(), |records| {
+        until(&records.iter().collect::<Vec<_>>())
+    })
 }
 
 fn find<'a>(calls: &'a [Value], method: &str, name: Option<&str>) -> Option<&'a Value> {
