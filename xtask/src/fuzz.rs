@@ -75,7 +75,10 @@ pub fn fuzz(seconds: u64, targets: &[String]) -> Result<ExitCode> {
     } else {
         for t in targets {
             if !TARGETS.contains(&t.as_str()) {
-                bail!("unknown fuzz target {t:?}; the targets are: {}", TARGETS.join(", "));
+                bail!(
+                    "unknown fuzz target {t:?}; the targets are: {}",
+                    TARGETS.join(", ")
+                );
             }
         }
         targets.to_vec()

@@ -82,7 +82,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Setup { bench, fuzz } => setup::setup(Want { bench })
-            .and_then(|()| if fuzz { fuzz::ensure_cargo_fuzz() } else { Ok(()) })
+            .and_then(|()| {
+                if fuzz {
+                    fuzz::ensure_cargo_fuzz()
+                } else {
+                    Ok(())
+                }
+            })
             .map(|()| ExitCode::SUCCESS),
         Cmd::Build { release } => build(release).map(|()| ExitCode::SUCCESS),
         Cmd::Test { args } => test::test(&args),
