@@ -414,9 +414,7 @@ impl HttpConn {
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
                 ex.summary.http_status = rparts.status.as_u16();
-                let outcome = ex.summary.outcome.take();
                 let body = InspectBody::new(rbody, Inspector::Count, None, None);
-                ex.summary.outcome = outcome;
                 ex.finish_now();
                 Response::from_parts(rparts, body.boxed())
             }
