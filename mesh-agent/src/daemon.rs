@@ -14,7 +14,7 @@ use crate::{
     cgroup,
     config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SNIFF_TIMEOUT, TAG_GC_INTERVAL},
     metrics::{self, Metrics},
-    policy::PolicySet,
+    policy::{PolicySet, PolicyStore},
     proxy::{addr::OrigDst, tls::MeshCa, L7Settings, Proxy, ProxyParts},
     records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::{CgroupLayout, Governor},
@@ -60,7 +60,7 @@ pub fn check_privileges() -> anyhow::Result<()> {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     check_privileges()?;
-    let policy = load_policy(&config)?;
+    let policies = Arc::new(PolicyStore::new(load_policy(&config)?));
 
     for dir in [&config.attach_cgroup, &config.parent_cgroup] {
         cgroup::create(dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
@@ -97,8 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy::new(ProxyParts {
         governor: governor.clone(),
         orig_dst: maps.clone() as Arc<dyn OrigDstSource>,
-        policy: policy.clone(),
-        decisions: policy.clone(),
+        policies: policies.clone(),
         records: records.clone(),
         metrics: metrics.clone(),
         upstream_mark: Some(mesh_common::MESH_SOCKET_MARK),
@@ -135,7 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin = Arc::new(Admin {
         governor: governor.clone(),
         records: records.clone(),
-        policy: policy.clone(),
+        policies: policies.clone(),
         listen: config.listen.iter().map(|a| a.to_string()).collect(),
         active: active.clone(),
     });
@@ -255,18 +254,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_policy(config: &Config) -> anyhow::Result<Arc<PolicySet>> {
+fn load_policy(config: &Config) -> anyhow::Result<PolicySet> {
     if !config.policy_dir.exists() {
         warn!(
             policy_dir = %config.policy_dir.display(),
             "policy directory missing: every governed agent is denied all egress"
         );
-        return Ok(Arc::new(PolicySet::empty()));
+        return Ok(PolicySet::empty());
     }
     match PolicySet::load_dir(&config.policy_dir) {
         Ok(p) => {
             info!(agents = p.agents().count(), dir = %config.policy_dir.display(), "policies loaded");
-            Ok(Arc::new(p))
+            Ok(p)
         }
         Err(errors) => bail!("invalid policy:\n{errors}"),
     }

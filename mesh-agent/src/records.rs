@@ -80,7 +80,7 @@ pub struct CallSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<serde_json::Value>,
+    pub arguments: Option<crate::l7::Arguments>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jsonrpc_id: Option<RpcId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +125,36 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// One structured event for a record, at a level fixed per call site
+/// (`tracing::event!` needs a constant level).
+macro_rules! log_record {
+    ($level:expr, $record:expr) => {{
+        let record = &$record;
+        tracing::event!(
+            $level,
+            record.id = record.id,
+            agent = record.agent.as_deref().unwrap_or("-"),
+            cgroup_id = record.cgroup_id,
+            pid = record.pid,
+            uid = record.uid,
+            client = record.client.as_deref().unwrap_or("-"),
+            orig_dst = record.original_destination.as_deref().unwrap_or("-"),
+            verdict = ?record.verdict,
+            rule = record.rule.as_deref().unwrap_or("-"),
+            reason = record.reason.as_deref().unwrap_or("-"),
+            bytes_up = record.bytes_to_upstream,
+            bytes_down = record.bytes_to_client,
+            duration_ms = record.duration_ms,
+            protocol = record.protocol.map_or("tcp", |p| p.as_str()),
+            server_name = record.server_name.as_deref().unwrap_or("-"),
+            method = record.call.as_ref().map_or("-", |c| c.method.as_str()),
+            name = record.call.as_ref().and_then(|c| c.name.as_deref()).unwrap_or("-"),
+            outcome = record.call.as_ref().and_then(|c| c.outcome.as_deref()).unwrap_or("-"),
+            "record"
+        )
+    }};
+}
+
 /// Bounded ring of the most recent records.
 pub struct RecordLog {
     ring: Mutex<VecDeque<ConnectionRecord>>,
@@ -145,28 +175,17 @@ impl RecordLog {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Keeps `record` for `audit tail` and logs it: connection records at
+    /// INFO, per-request records (those with a `call`) at DEBUG, since at
+    /// tens of thousands of calls a second formatting a line each would cost
+    /// more CPU than proxying the call (the records themselves are the
+    /// audit trail).
     pub fn push(&self, record: ConnectionRecord) {
-        tracing::info!(
-            record.id = record.id,
-            agent = record.agent.as_deref().unwrap_or("-"),
-            cgroup_id = record.cgroup_id,
-            pid = record.pid,
-            uid = record.uid,
-            client = record.client.as_deref().unwrap_or("-"),
-            orig_dst = record.original_destination.as_deref().unwrap_or("-"),
-            verdict = ?record.verdict,
-            rule = record.rule.as_deref().unwrap_or("-"),
-            reason = record.reason.as_deref().unwrap_or("-"),
-            bytes_up = record.bytes_to_upstream,
-            bytes_down = record.bytes_to_client,
-            duration_ms = record.duration_ms,
-            protocol = record.protocol.map_or("tcp", |p| p.as_str()),
-            server_name = record.server_name.as_deref().unwrap_or("-"),
-            method = record.call.as_ref().map_or("-", |c| c.method.as_str()),
-            name = record.call.as_ref().and_then(|c| c.name.as_deref()).unwrap_or("-"),
-            outcome = record.call.as_ref().and_then(|c| c.outcome.as_deref()).unwrap_or("-"),
-            "record"
-        );
+        if record.call.is_none() {
+            log_record!(tracing::Level::INFO, record);
+        } else {
+            log_record!(tracing::Level::DEBUG, record);
+        }
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == self.capacity {
             ring.pop_front();

@@ -11,7 +11,7 @@ use tokio::{net::UnixListener, sync::watch};
 use super::api::*;
 use crate::{
     config::ADMIN_MAX_BODY_BYTES,
-    policy::PolicySet,
+    policy::PolicyStore,
     proxy::ActiveConnections,
     records::RecordLog,
     state::{Governor, StateError},
@@ -20,7 +20,7 @@ use crate::{
 pub struct Admin {
     pub governor: Arc<Governor>,
     pub records: Arc<RecordLog>,
-    pub policy: Arc<PolicySet>,
+    pub policies: Arc<PolicyStore>,
     pub listen: Vec<String>,
     pub active: ActiveConnections,
 }
@@ -253,7 +253,12 @@ impl Admin {
                         listen: self.listen.clone(),
                         attach_cgroup: layout.attach_cgroup.display().to_string(),
                         parent_cgroup: layout.parent_cgroup.display().to_string(),
-                        policy_agents: self.policy.agents().map(str::to_owned).collect(),
+                        policy_agents: self
+                            .policies
+                            .snapshot()
+                            .agents()
+                            .map(str::to_owned)
+                            .collect(),
                         active_connections: self.active.count(),
                         agents,
                     },

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     jsonrpc::{to_value, Message},
-    Call, Direction, L7Error, Protocol,
+    Arguments, Call, Direction, L7Error, Protocol,
 };
 
 /// Version header (lowercase, as `http` stores it).
@@ -138,9 +138,12 @@ pub fn request_call(version_header: Option<&str>, msg: &Message<'_>) -> Result<C
         }
     };
     let method: &str = method;
-    let params = match raw_params {
-        Some(raw) => to_value("params", raw)?,
-        None => None,
+    let (params, arguments) = match raw_params {
+        Some(raw) => (
+            to_value("params", raw)?,
+            Arguments::from_raw("params", raw)?,
+        ),
+        None => (None, None),
     };
     let known = lookup(method);
     let version = version_header
@@ -190,7 +193,7 @@ pub fn request_call(version_header: Option<&str>, msg: &Message<'_>) -> Result<C
         direction: Direction::ClientToServer,
         method: method.to_owned(),
         name,
-        arguments: params,
+        arguments,
         id,
         session: details.context_id.clone(),
         version: Some(version),
@@ -254,7 +257,7 @@ mod tests {
         assert_eq!(c.id, Some(RpcId::String("a1".into())));
         assert_eq!(c.session.as_deref(), Some("ctx-9"));
         assert_eq!(
-            c.arguments.as_ref().unwrap()["message"]["parts"][0]["text"],
+            c.arguments.as_ref().unwrap().to_value()["message"]["parts"][0]["text"],
             "hi"
         );
         let d = c.a2a.unwrap();
@@ -295,7 +298,10 @@ mod tests {
         );
         assert_eq!(c.name.as_deref(), Some("t-7"));
         assert_eq!(c.a2a.as_ref().unwrap().task_id.as_deref(), Some("t-7"));
-        assert_eq!(c.arguments, Some(json!({"id":"t-7","historyLength":5})));
+        assert_eq!(
+            c.arguments.map(|a| a.to_value()),
+            Some(json!({"id":"t-7","historyLength":5}))
+        );
         let c = call(
             Some("1.0"),
             r#"{"jsonrpc":"2.0","id":4,"method":"SubscribeToTask","params":{"id":"t-8"}}"#,

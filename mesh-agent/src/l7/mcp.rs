@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    jsonrpc::{first_byte, from_raw, to_value, Message, Str},
-    Call, Direction, L7Error, Protocol,
+    jsonrpc::{first_byte, from_raw, Message, Str},
+    Arguments, Call, Direction, L7Error, Protocol,
 };
 
 /// JSON-RPC error code for MCP headers that disagree with the body, or
@@ -515,7 +515,7 @@ pub fn request_call(head: &McpHead<'_>, msg: &Message<'_>) -> Result<Call, L7Err
         None => None,
     };
     let arguments = match (method, params.arguments) {
-        ("tools/call" | "prompts/get", Some(raw)) => to_value("params.arguments", raw)?,
+        ("tools/call" | "prompts/get", Some(raw)) => Arguments::from_raw("params.arguments", raw)?,
         _ => None,
     };
     let (client_name, client_version) = if method == "initialize" {
@@ -642,11 +642,13 @@ fn message_call(
         .and_then(|key| string_member("name", params.member(key)).ok().flatten())
         .map(Cow::into_owned);
     let arguments = match direction {
-        Direction::ServerToClient => raw_params.and_then(|p| to_value("params", p).ok().flatten()),
+        Direction::ServerToClient => {
+            raw_params.and_then(|p| Arguments::from_raw("params", p).ok().flatten())
+        }
         Direction::ClientToServer => match method {
             "tools/call" | "prompts/get" => params
                 .arguments
-                .and_then(|p| to_value("arguments", p).ok().flatten()),
+                .and_then(|p| Arguments::from_raw("arguments", p).ok().flatten()),
             _ => None,
         },
     };
@@ -767,7 +769,10 @@ mod tests {
         assert_eq!(c.protocol, Protocol::Mcp);
         assert_eq!(c.method, "tools/call");
         assert_eq!(c.name.as_deref(), Some("add"));
-        assert_eq!(c.arguments, Some(json!({"a": 2, "b": 3})));
+        assert_eq!(
+            c.arguments.map(|a| a.to_value()),
+            Some(json!({"a": 2, "b": 3}))
+        );
         assert_eq!(c.id, Some(RpcId::Number(3)));
         assert_eq!(c.session, None);
         assert_eq!(c.version.as_deref(), Some("2026-07-28"));
@@ -907,7 +912,7 @@ mod tests {
         );
         let c = call(&h2026(&encoded), body).unwrap();
         assert_eq!(c.name.as_deref(), Some("grüß"));
-        assert_eq!(c.arguments, Some(json!({})));
+        assert_eq!(c.arguments.map(|a| a.to_value()), Some(json!({})));
         // Plain header against a non-ASCII body value, and a broken sentinel.
         assert!(call(&h2026("gr"), body).is_err());
         assert!(call(&h2026("=?base64?Z3L=?="), body).is_err());
@@ -969,7 +974,7 @@ mod tests {
             Some("github_login")
         );
         assert_eq!(
-            calls[0].arguments.as_ref().unwrap()["message"],
+            calls[0].arguments.as_ref().unwrap().to_value()["message"],
             "Please provide your GitHub username"
         );
         assert_eq!(calls[1].method, "roots/list");
@@ -1097,7 +1102,7 @@ mod tests {
         assert_eq!(c.method, "elicitation/create");
         assert_eq!(c.id, Some(RpcId::Number(0)));
         assert_eq!(c.session.as_deref(), Some("4f1c"));
-        assert_eq!(c.arguments.unwrap()["message"], "Confirm?");
+        assert_eq!(c.arguments.unwrap().to_value()["message"], "Confirm?");
         let n = parse_message(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":0.5}}"#).unwrap();
         assert_eq!(
             call_from_message(&n, Direction::ServerToClient, None, McpGeneration::Sessions)

@@ -72,6 +72,95 @@ impl fmt::Display for RpcId {
     }
 }
 
+/// A call's arguments as the raw JSON text the agent sent, validated (UTF-8,
+/// syntax, nesting depth) but not turned into a tree: the hot path only
+/// copies them into the record, and a rule that reads them parses them
+/// ([`Arguments::to_value`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Arguments(Box<serde_json::value::RawValue>);
+
+impl Arguments {
+    /// Validates `raw` (as `serde_json::Value` would parse it, recursion
+    /// limit included, without building it); `null` is absent.
+    pub(crate) fn from_raw(
+        what: &str,
+        raw: &serde_json::value::RawValue,
+    ) -> Result<Option<Arguments>, L7Error> {
+        if raw.get() == "null" {
+            return Ok(None);
+        }
+        if nesting_exceeds(raw.get(), MAX_JSON_NESTING) {
+            return Err(L7Error::Parse(format!(
+                "{what}: nested deeper than {MAX_JSON_NESTING} levels"
+            )));
+        }
+        Ok(Some(Arguments(raw.to_owned())))
+    }
+
+    /// The JSON text, as sent.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The arguments as a tree, for rules that read them.
+    pub fn to_value(&self) -> serde_json::Value {
+        // Validated at construction: this cannot fail.
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The deepest nesting serde_json reads (its recursion limit refuses 128
+/// levels): deeper arguments could never be read as a tree by a rule, so
+/// they are refused up front.
+const MAX_JSON_NESTING: usize = 127;
+
+/// Whether syntactically valid JSON `text` nests arrays and objects deeper
+/// than `limit`. One pass over the bytes; brackets inside strings do not
+/// count.
+fn nesting_exceeds(text: &str, limit: usize) -> bool {
+    // Fewer opening brackets than the limit cannot nest past it: a count the
+    // compiler vectorizes settles the usual case without the scan.
+    let opening = text
+        .as_bytes()
+        .iter()
+        .filter(|&&b| b == b'[' || b == b'{')
+        .count();
+    if opening <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+impl PartialEq for Arguments {
+    fn eq(&self, other: &Arguments) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// Who sent the request. MCP servers send requests to clients too
 /// (`elicitation/create`, `sampling/createMessage`, `roots/list`) with ids of
 /// their own: ids are only unique per direction.
@@ -98,7 +187,7 @@ pub struct Call {
     /// (resources/read), the prompt name (prompts/get), the model (LLM).
     pub name: Option<String>,
     /// tools/call and prompts/get `arguments`; A2A: the message `params`.
-    pub arguments: Option<serde_json::Value>,
+    pub arguments: Option<Arguments>,
     /// JSON-RPC id (absent for notifications and LLM calls).
     pub id: Option<RpcId>,
     /// MCP session (`Mcp-Session-Id`, or the 2024-11-05 `session_id`), or the
@@ -188,5 +277,37 @@ impl L7Error {
             // MCP 2026-07-28: headers that disagree with the body.
             L7Error::HeaderMismatch { .. } => mcp::HEADER_MISMATCH_CODE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<serde_json::value::RawValue> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn arguments_keep_the_text_and_read_as_a_tree() {
+        let a = Arguments::from_raw("a", &raw(r#"{"b": [1, "x]"]}"#))
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.get(), r#"{"b": [1, "x]"]}"#);
+        assert_eq!(a.to_value(), serde_json::json!({"b": [1, "x]"]}));
+        assert_eq!(Arguments::from_raw("a", &raw("null")).unwrap(), None);
+    }
+
+    #[test]
+    fn nesting_limit_matches_serde_json() {
+        for depth in [126, 127, 128, 129] {
+            let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let tree = serde_json::from_str::<serde_json::Value>(&text);
+            let ours = Arguments::from_raw("a", &raw(&text));
+            assert_eq!(ours.is_ok(), tree.is_ok(), "depth {depth}");
+        }
+        // Brackets inside strings (escaped quotes included) do not nest.
+        let text = format!(r#"["{}\"{}"]"#, "[".repeat(200), "{".repeat(200));
+        assert!(Arguments::from_raw("a", &raw(&text)).unwrap().is_some());
     }
 }

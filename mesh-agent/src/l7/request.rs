@@ -311,7 +311,10 @@ mod tests {
             (c.protocol, c.method.as_str(), c.name.as_deref()),
             (Protocol::Mcp, "tools/call", Some("add"))
         );
-        assert_eq!(c.arguments, Some(json!({"a":2,"b":3})));
+        assert_eq!(
+            c.arguments.map(|a| a.to_value()),
+            Some(json!({"a":2,"b":3}))
+        );
         let h = head(
             "POST",
             "/mcp",

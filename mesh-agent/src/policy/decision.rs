@@ -63,9 +63,64 @@ impl Decision {
     }
 }
 
+/// What a list response lists (MCP `tools/list`, `resources/list`,
+/// `prompts/list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    Tools,
+    Resources,
+    Prompts,
+}
+
+impl ListKind {
+    /// The list method whose result this is.
+    pub fn of_method(method: &str) -> Option<ListKind> {
+        match method {
+            "tools/list" => Some(ListKind::Tools),
+            "resources/list" => Some(ListKind::Resources),
+            "prompts/list" => Some(ListKind::Prompts),
+            _ => None,
+        }
+    }
+
+    /// The method that uses a listed item (`tools/call`, ...).
+    pub fn use_method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/call",
+            ListKind::Resources => "resources/read",
+            ListKind::Prompts => "prompts/get",
+        }
+    }
+}
+
+/// What a server says of one of its tools in `tools/list`
+/// (`annotations.readOnlyHint`, `annotations.destructiveHint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolAnnotations {
+    pub name: String,
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+}
+
 /// Decides each call the proxy sees.
 pub trait DecisionPoint: Send + Sync {
     fn decide(&self, ctx: &CallContext<'_>) -> Decision;
+
+    /// Whether item `name` of a `kind` list stays in the list response of
+    /// the list call in `ctx`: exactly when the agent may use it
+    /// (`kind.use_method()` on `name` is not refused; conditions on
+    /// arguments are decided per call). Default: everything stays.
+    fn visible(&self, ctx: &CallContext<'_>, kind: ListKind, name: &str) -> bool {
+        let _ = (ctx, kind, name);
+        true
+    }
+
+    /// The tools a server listed in answer to the call in `ctx`, for servers
+    /// whose annotations are trusted (`trust_annotations`). Called before
+    /// [`DecisionPoint::visible`] for the same response.
+    fn observe_tools(&self, ctx: &CallContext<'_>, tools: &[ToolAnnotations]) {
+        let _ = (ctx, tools);
+    }
 }
 
 impl From<EgressDecision> for Decision {

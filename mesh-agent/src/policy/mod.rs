@@ -8,15 +8,19 @@
 mod decision;
 mod egress;
 mod error;
+mod explain;
 mod model;
+mod store;
 pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;
 
-pub use decision::{CallContext, Decision, DecisionPoint};
+pub use decision::{CallContext, Decision, DecisionPoint, ListKind, ToolAnnotations};
 pub use error::{PolicyError, PolicyErrors};
+pub use explain::{ExplainQuery, Explanation};
 pub use model::{valid_agent_name, API_VERSION, KIND, MAX_AGENT_NAME_LEN};
+pub use store::PolicyStore;
 
 use egress::{canonical_ip, EgressEntry};
 use model::{EgressDefault, PolicyDoc};

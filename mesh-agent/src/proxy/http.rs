@@ -44,7 +44,7 @@ use crate::{
         sse::{SseEvent, SseParser},
         Call, Direction, L7Error, Outcome, OutcomeStatus, Protocol, RpcId,
     },
-    policy::{CallContext, Decision},
+    policy::{CallContext, Decision, DecisionPoint},
     records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
 };
 
@@ -197,6 +197,9 @@ impl HttpConn {
         };
         ex.describe(&call);
 
+        // One snapshot for the whole request: a reload never changes the
+        // rules under a call in flight.
+        let policy = self.proxy.policies.snapshot();
         let ctx = CallContext {
             agent: &self.agent,
             cgroup_id: self.conn.identity.as_ref().map_or(0, |i| i.cgroup_id),
@@ -207,7 +210,7 @@ impl HttpConn {
             path: &path,
             call: &call,
         };
-        let decision = self.proxy.decisions.decide(&ctx);
+        let decision = policy.decide(&ctx);
         ex.rule = decision.rule().to_owned();
         match decision {
             Decision::Allow { .. } => {}
@@ -534,26 +537,50 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Connection-level headers are not forwarded (RFC 9110 section 7.6.1), nor
 /// those the `Connection` header names.
+/// RFC 9110 7.6.1 hop-by-hop fields (lowercase, as `http` stores names);
+/// `te` is kept when it only says `trailers`.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "transfer-encoding",
+    "upgrade",
+];
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Most messages carry at most `Connection: keep-alive` (or `close`):
+    // one pass over the names decides whether anything needs removing.
+    let mut connection_names_others = false;
+    let mut any = false;
+    for (name, value) in headers.iter() {
+        if name == header::CONNECTION {
+            any = true;
+            connection_names_others |= value.as_bytes().split(|&b| b == b',').any(|token| {
+                let token = token.trim_ascii();
+                !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close")
+            });
+        } else if HOP_BY_HOP.contains(&name.as_str()) || name == header::TE {
+            any = true;
+        }
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    if !any {
+        return;
+    }
+    if connection_names_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if headers
@@ -1231,5 +1258,54 @@ impl Sessions {
         streams
             .get(&(dst, Arc::from(session)))
             .is_some_and(|tx| tx.send(event).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_stripped() {
+        let mut h = headers(&[
+            ("content-type", "application/json"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-type"]);
+
+        // Fields the Connection header names go too; `te: trailers` stays.
+        let mut h = headers(&[
+            ("connection", "close, x-trace"),
+            ("x-trace", "1"),
+            ("x-kept", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["te", "x-kept"]);
+
+        let mut h = headers(&[("te", "gzip"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept"]);
     }
 }

@@ -45,7 +45,7 @@ use crate::{
     config::{SNIFF_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT},
     l7::Protocol,
     metrics::Metrics,
-    policy::{DecisionPoint, EgressDecision, EgressPolicy, TlsMode},
+    policy::{EgressDecision, EgressPolicy, PolicyStore, TlsMode},
     records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::Governor,
 };
@@ -72,8 +72,9 @@ impl Default for L7Settings {
 pub struct Proxy {
     pub governor: Arc<Governor>,
     pub orig_dst: Arc<dyn OrigDstSource>,
-    pub policy: Arc<dyn EgressPolicy>,
-    pub decisions: Arc<dyn DecisionPoint>,
+    /// The policy in force; each connection and each request decides from
+    /// one snapshot of it.
+    pub policies: Arc<PolicyStore>,
     pub records: Arc<RecordLog>,
     pub metrics: Arc<Metrics>,
     pub active: ActiveConnections,
@@ -129,8 +130,7 @@ pub struct Identity {
 pub struct ProxyParts {
     pub governor: Arc<Governor>,
     pub orig_dst: Arc<dyn OrigDstSource>,
-    pub policy: Arc<dyn EgressPolicy>,
-    pub decisions: Arc<dyn DecisionPoint>,
+    pub policies: Arc<PolicyStore>,
     pub records: Arc<RecordLog>,
     pub metrics: Arc<Metrics>,
     pub upstream_mark: Option<u32>,
@@ -143,8 +143,7 @@ impl Proxy {
         Proxy {
             governor: p.governor,
             orig_dst: p.orig_dst,
-            policy: p.policy,
-            decisions: p.decisions,
+            policies: p.policies,
             records: p.records,
             metrics: p.metrics,
             active: ActiveConnections::default(),
@@ -279,19 +278,19 @@ impl Proxy {
     /// Opaque TCP and TLS passthrough: the L4/SNI decision, then bytes.
     async fn relay_opaque(&self, conn: Conn, agent: &str, client: TcpStream, prefix: Bytes) {
         let Some(dst) = conn.dst else { return };
-        let rule =
-            match self
-                .policy
-                .decide_egress(agent, dst.normalized(), conn.server_name.as_deref())
-            {
-                EgressDecision::Refuse { rule, reason } => {
-                    debug!(%rule, %reason, "egress refused");
-                    drop(client);
-                    self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
-                    return;
-                }
-                EgressDecision::Allow { rule } => rule,
-            };
+        let rule = match self.policies.snapshot().decide_egress(
+            agent,
+            dst.normalized(),
+            conn.server_name.as_deref(),
+        ) {
+            EgressDecision::Refuse { rule, reason } => {
+                debug!(%rule, %reason, "egress refused");
+                drop(client);
+                self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
+                return;
+            }
+            EgressDecision::Allow { rule } => rule,
+        };
         let mut upstream = match connect_upstream(dst, self.upstream_mark).await {
             Ok(upstream) => upstream,
             Err(e) => {
@@ -341,14 +340,15 @@ impl Proxy {
     ) {
         let Some(dst) = conn.dst else { return };
         let sni = hello.sni.as_deref();
-        let upstream_ca = match self.policy.tls_mode(&agent, dst.normalized(), sni) {
+        let policy = self.policies.snapshot();
+        let upstream_ca = match policy.tls_mode(&agent, dst.normalized(), sni) {
             TlsMode::Passthrough => return self.relay_opaque(conn, &agent, client, prefix).await,
             TlsMode::Terminate { upstream_ca } => upstream_ca,
         };
         // The L4/SNI decision first: a refused destination never sees a
         // handshake from the mesh either.
         if let EgressDecision::Refuse { rule, reason } =
-            self.policy.decide_egress(&agent, dst.normalized(), sni)
+            policy.decide_egress(&agent, dst.normalized(), sni)
         {
             drop(client);
             self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
@@ -685,7 +685,11 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::{bpf::maps::MemoryMaps, policy::PolicySet, state::CgroupLayout};
+    use crate::{
+        bpf::maps::MemoryMaps,
+        policy::{PolicySet, PolicyStore},
+        state::CgroupLayout,
+    };
 
     struct Fixture {
         maps: Arc<MemoryMaps>,
@@ -714,12 +718,10 @@ mod tests {
         let governor = Arc::new(Governor::new(maps.clone(), layout).unwrap());
         let policy = PolicySet::from_files(&[("p.yaml".into(), policy.into())]).unwrap();
         let records = Arc::new(RecordLog::new(16));
-        let policy = Arc::new(policy);
         let proxy = Arc::new(Proxy::new(ProxyParts {
             governor,
             orig_dst: maps.clone(),
-            policy: policy.clone(),
-            decisions: policy,
+            policies: Arc::new(PolicyStore::new(policy)),
             records: records.clone(),
             metrics: Arc::new(Metrics::new(None)),
             upstream_mark: None,
@@ -956,7 +958,10 @@ mod tests {
         let call = r.call.unwrap();
         assert_eq!(call.method, "tools/call");
         assert_eq!(call.name.as_deref(), Some("add"));
-        assert_eq!(call.arguments, Some(serde_json::json!({"a":2,"b":3})));
+        assert_eq!(
+            call.arguments.as_ref().map(|a| a.to_value()),
+            Some(serde_json::json!({"a":2,"b":3}))
+        );
         assert_eq!(call.outcome.as_deref(), Some("result"));
         assert_eq!(r.server_name.as_deref(), Some("tools.example"));
     }
