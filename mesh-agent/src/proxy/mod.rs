@@ -3,6 +3,7 @@
 //! speaks, and either relay bytes (opaque TCP, TLS passthrough) or serve
 //! HTTP and decide every call in it ([`http`]).
 pub mod addr;
+pub mod filter;
 pub mod http;
 pub mod io;
 pub mod pool;
