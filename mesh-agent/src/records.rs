@@ -107,6 +107,14 @@ pub struct CallSummary {
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageSummary>,
+    /// Items the policy removed from a `tools/list`, `resources/list` or
+    /// `prompts/list` result.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// LLM token usage of a call.

@@ -31,6 +31,7 @@ use tracing::debug;
 
 use super::{
     addr::OrigDst,
+    filter::{self, ListRewrite, SseEventSplitter},
     pool::{BoxError, PoolKey, ProxyBody, UpstreamError, UpstreamTls},
     refuse::{self, Framing},
     Conn, Proxy,
@@ -44,7 +45,7 @@ use crate::{
         sse::{SseEvent, SseParser},
         Call, Direction, L7Error, Outcome, OutcomeStatus, Protocol, RpcId,
     },
-    policy::{CallContext, Decision, DecisionPoint},
+    policy::{CallContext, Decision, DecisionPoint, ListKind, PolicySet},
     records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
 };
 
@@ -133,6 +134,8 @@ impl HttpConn {
             verdict: Verdict::Forwarded,
             rule: String::new(),
             reason: None,
+            list: None,
+            forced_outcome: None,
         };
 
         // The body, when its content decides policy.
@@ -210,7 +213,11 @@ impl HttpConn {
             path: &path,
             call: &call,
         };
+        let decide_clock = Instant::now();
         let decision = policy.decide(&ctx);
+        self.proxy
+            .metrics
+            .observe_decision(decide_clock.elapsed().as_secs_f64());
         ex.rule = decision.rule().to_owned();
         match decision {
             Decision::Allow { .. } => {}
@@ -260,6 +267,27 @@ impl HttpConn {
         ex.summary.http_status = rparts.status.as_u16();
         let inspector = Inspector::for_response(&call, &rparts, limit);
         let pending_key = self.pending_key_for_later_outcome(&call, &rparts);
+        // MCP list results are filtered with the snapshot the call was
+        // decided with; the call moves into the exchange only for them.
+        let list_kind = ListKind::of_method(&call.method).filter(|_| {
+            call.protocol == Protocol::Mcp
+                && call.direction == Direction::ClientToServer
+                && rparts.status.is_success()
+                && pending_key.is_none()
+        });
+        let mut rewriter = None;
+        if let Some(kind) = list_kind {
+            let sse = matches!(inspector, Inspector::JsonRpcSse(_));
+            ex.list = Some(Box::new(ListScope { kind, policy, call }));
+            if !sse {
+                // Not an event stream: one JSON body, read whole (fails
+                // closed when it is not JSON or over the limit).
+                return filter_json_list(ex, rparts, rbody, limit).await;
+            }
+            // The rewritten events change the length.
+            rparts.headers.remove(header::CONTENT_LENGTH);
+            rewriter = Some(Box::new(SseListRewriter::new()));
+        }
         let body = match pending_key {
             // 2024-11-05: the POST gets 202 and the response comes on the GET
             // stream; the record completes there.
@@ -275,7 +303,9 @@ impl HttpConn {
                 } else {
                     None
                 };
-                InspectBody::new(rbody, inspector, Some(ex), injected)
+                let mut body = InspectBody::new(rbody, inspector, Some(ex), injected);
+                body.rewriter = rewriter;
+                body
             }
         };
         Response::from_parts(rparts, body.boxed())
@@ -496,6 +526,159 @@ fn refusal(
     }
 }
 
+/// A list call answered with one JSON body: read whole (up to `limit`),
+/// filtered, and sent with its new length. Fails closed: a body over the
+/// limit or one that cannot be read as a list result is not forwarded; the
+/// agent gets a JSON-RPC error with its call's id (HTTP 200, like a policy
+/// refusal: `-32600` over the limit, `-32700` unreadable) and the record
+/// says `malformed`, rule `mcp.list_filter`.
+async fn filter_json_list(
+    mut ex: Exchange,
+    mut rparts: hyper::http::response::Parts,
+    rbody: Incoming,
+    limit: usize,
+) -> Response<ProxyBody> {
+    let method = ex.summary.method.clone();
+    let body: Bytes = match Limited::new(rbody, limit).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            match ex.filter_list(&bytes) {
+                Ok(ListRewrite::Filtered { message, .. }) => Bytes::from(message),
+                Ok(ListRewrite::Unchanged | ListRewrite::NotTheResult) => bytes,
+                Err(e) => Bytes::from(ex.list_unfiltered(-32700, format!("{method}: {e}"))),
+            }
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Bytes::from(ex.list_unfiltered(
+            -32600,
+            format!("{method} result larger than the {limit}-byte inspection limit"),
+        )),
+        Err(e) => {
+            ex.verdict = Verdict::UpstreamFailed;
+            ex.reason = Some(format!("reading the {method} result: {e}"));
+            let audit_id = ex.audit_id;
+            return ex.respond_now(refuse::bad_gateway(&e.to_string(), audit_id));
+        }
+    };
+    if ex.forced_outcome.is_some() {
+        rparts.status = StatusCode::OK;
+        rparts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        rparts.headers.remove(header::CONTENT_ENCODING);
+    }
+    rparts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    ex.summary.http_status = rparts.status.as_u16();
+    ex.summary.response_bytes = body.len() as u64;
+    let (status, is_error) = match jsonrpc::parse_message(&body) {
+        Ok(Message::Response {
+            status, is_error, ..
+        }) => (status, is_error),
+        _ => (OutcomeStatus::Result, false),
+    };
+    ex.finish(status, is_error, None);
+    Response::from_parts(rparts, Full::new(body).map_err(|n| match n {}).boxed())
+}
+
+/// Rewrites the event carrying a list call's response on a Streamable HTTP
+/// event stream; every other event passes as it came. Events are held only
+/// until they end, and only until the response has been seen.
+struct SseListRewriter {
+    splitter: SseEventSplitter,
+    parser: SseParser,
+    /// The response was seen: the rest passes straight through.
+    done: bool,
+    /// Held bytes were flushed at the stream's end.
+    flushed: bool,
+}
+
+impl SseListRewriter {
+    fn new() -> SseListRewriter {
+        SseListRewriter {
+            splitter: SseEventSplitter::new(),
+            parser: SseParser::new(MAX_SSE_EVENT_BYTES),
+            done: false,
+            flushed: false,
+        }
+    }
+
+    /// The bytes to send for `data`, which may be fewer (an event held
+    /// until it ends) or rewritten.
+    fn rewrite(&mut self, data: Bytes, ex: Option<&mut Exchange>) -> Bytes {
+        if self.done {
+            return data;
+        }
+        let Some(ex) = ex else {
+            return data;
+        };
+        let SseListRewriter {
+            splitter,
+            parser,
+            done,
+            ..
+        } = self;
+        let mut out: Vec<u8> = Vec::new();
+        splitter.push(&data, |event| {
+            if *done {
+                out.extend_from_slice(event);
+                return;
+            }
+            let mut message: Option<String> = None;
+            let parsed = parser.feed(event, |ev: &SseEvent<'_>| {
+                if !ev.data.is_empty() {
+                    message = Some(ev.data.to_owned());
+                }
+            });
+            if let Err(e) = parsed {
+                // An event that cannot be read might be the response: fail
+                // closed. Events are whole, so a new parser is in step.
+                *parser = SseParser::new(MAX_SSE_EVENT_BYTES);
+                let error = ex.list_unfiltered(-32700, format!("{}: {e}", ex.summary.method));
+                out.extend_from_slice(&filter::replace_event_data(event, &error));
+                *done = true;
+                return;
+            }
+            let Some(message) = message else {
+                out.extend_from_slice(event);
+                return;
+            };
+            match ex.filter_list(message.as_bytes()) {
+                Ok(ListRewrite::NotTheResult) => out.extend_from_slice(event),
+                Ok(ListRewrite::Unchanged) => {
+                    out.extend_from_slice(event);
+                    *done = true;
+                }
+                Ok(ListRewrite::Filtered { message, .. }) => {
+                    out.extend_from_slice(&filter::replace_event_data(event, &message));
+                    *done = true;
+                }
+                Err(e) => {
+                    let error = ex.list_unfiltered(-32700, format!("{}: {e}", ex.summary.method));
+                    out.extend_from_slice(&filter::replace_event_data(event, &error));
+                    *done = true;
+                }
+            }
+        });
+        if *done {
+            // What follows the response in this chunk passes as it came.
+            out.extend_from_slice(&splitter.finish());
+        }
+        Bytes::from(out)
+    }
+
+    /// The stream ended: an unfinished event is passed as it was.
+    fn flush(&mut self) -> Option<Bytes> {
+        if self.flushed {
+            return None;
+        }
+        self.flushed = true;
+        let rest = self.splitter.finish();
+        (!rest.is_empty()).then(|| Bytes::from(rest))
+    }
+}
+
 enum ReadError {
     TooLarge,
     Client(BoxError),
@@ -607,9 +790,72 @@ pub struct Exchange {
     verdict: Verdict,
     rule: String,
     reason: Option<String>,
+    /// For `tools/list`, `resources/list`, `prompts/list`: what filtering
+    /// their result needs.
+    list: Option<Box<ListScope>>,
+    /// The outcome the agent got when mesh answered in the server's place
+    /// (a list result that could not be filtered).
+    forced_outcome: Option<OutcomeStatus>,
+}
+
+/// A list call whose result is filtered: the policy snapshot it was decided
+/// with and the call, to ask which items stay.
+struct ListScope {
+    kind: ListKind,
+    policy: Arc<PolicySet>,
+    call: Call,
 }
 
 impl Exchange {
+    /// Filters `message` if it is the result of this exchange's list call
+    /// (ARCHITECTURE.md 5.1): the server's tool annotations are observed
+    /// first, then each item stays exactly when the policy says it is
+    /// visible. Counts what was removed in the record.
+    fn filter_list(&mut self, message: &[u8]) -> Result<ListRewrite, filter::FilterError> {
+        let Some(scope) = self.list.as_deref() else {
+            return Ok(ListRewrite::NotTheResult);
+        };
+        let conn = &self.conn;
+        let identity = conn.conn.identity.as_ref();
+        let ctx = CallContext {
+            agent: &conn.agent,
+            cgroup_id: identity.map_or(0, |i| i.cgroup_id),
+            pid: identity.map_or(0, |i| i.pid),
+            uid: identity.map_or(0, |i| i.uid),
+            server: conn.dst().normalized(),
+            server_name: self.server_name.as_deref(),
+            path: &self.summary.path,
+            call: &scope.call,
+        };
+        let policy = &scope.policy;
+        let rewrite = filter::filter_list_message(
+            message,
+            scope.kind,
+            scope.call.id.as_ref(),
+            |tools| policy.observe_tools(&ctx, tools),
+            |name| policy.visible(&ctx, scope.kind, name),
+        )?;
+        if let ListRewrite::Filtered { hidden, .. } = &rewrite {
+            self.summary.hidden += hidden;
+        }
+        Ok(rewrite)
+    }
+
+    /// The list result could not be filtered: the agent gets a JSON-RPC
+    /// error (`code`) instead of the list, and the record says why.
+    fn list_unfiltered(&mut self, code: i64, reason: String) -> Vec<u8> {
+        let id = self.list.as_ref().and_then(|l| l.call.id.clone());
+        let message = filter::unfiltered_error(id.as_ref(), code, &reason, self.audit_id);
+        self.verdict = Verdict::Malformed;
+        self.rule = filter::RULE_LIST_FILTER.to_owned();
+        self.forced_outcome = Some(OutcomeStatus::Error {
+            code,
+            message: format!("mesh could not filter the list result: {reason}"),
+        });
+        self.reason = Some(reason);
+        message
+    }
+
     fn describe(&mut self, call: &Call) {
         self.protocol = call.protocol;
         let s = &mut self.summary;
@@ -657,7 +903,11 @@ impl Exchange {
     }
 
     /// The call ended with `status`: builds its [`Outcome`] and writes it.
-    fn finish(self, status: OutcomeStatus, is_error: bool, usage: Option<Usage>) {
+    fn finish(mut self, status: OutcomeStatus, is_error: bool, usage: Option<Usage>) {
+        let (status, is_error) = match self.forced_outcome.take() {
+            Some(forced) => (forced, false),
+            None => (status, is_error),
+        };
         let outcome = Outcome {
             status,
             is_error,
@@ -694,7 +944,7 @@ impl Exchange {
         if let Some((server, tool)) = &self.tool {
             proxy
                 .metrics
-                .record_tool_call(agent, server, tool, decision);
+                .record_tool_call(agent, server, tool, decision, &self.rule);
         }
         if let (Some((provider, model)), Some(usage)) = (&self.llm, &usage) {
             proxy.metrics.add_tokens(agent, provider, model, usage);
@@ -860,6 +1110,8 @@ pub struct InspectBody {
     /// For 2024-11-05 GET streams: refusals to inject at event boundaries.
     injector: Option<Injector>,
     at_boundary: bool,
+    /// For list calls answered on an event stream: the result is filtered.
+    rewriter: Option<Box<SseListRewriter>>,
 }
 
 struct Injector {
@@ -886,6 +1138,7 @@ impl InspectBody {
                 registered: None,
             }),
             at_boundary: true,
+            rewriter: None,
         }
     }
 
@@ -1116,30 +1369,49 @@ impl Body for InspectBody {
                 }
             }
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.inspect(data);
+        loop {
+            return match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.inspect(data);
+                    }
+                    if let Some(rewriter) = this.rewriter.as_mut() {
+                        if let Ok(data) = frame.into_data() {
+                            let out = rewriter.rewrite(data, this.exchange.as_mut());
+                            if out.is_empty() {
+                                continue; // an event still held
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                        // Trailers: nothing of the stream's bytes.
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.conclude(false);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                this.conclude(true);
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.conclude(false);
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
+                    if let Some(rest) = this.rewriter.as_mut().and_then(|r| r.flush()) {
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                    this.conclude(true);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rewriter.as_ref().is_none_or(|r| r.flushed) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.rewriter.is_some() {
+            return SizeHint::default();
+        }
         self.inner.size_hint()
     }
 }
@@ -1280,6 +1552,93 @@ mod tests {
         let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         n.sort_unstable();
         n
+    }
+
+    fn call(protocol: Protocol) -> Call {
+        Call {
+            protocol,
+            direction: Direction::ClientToServer,
+            method: String::new(),
+            name: None,
+            arguments: None,
+            id: None,
+            session: None,
+            version: None,
+            mcp: None,
+            a2a: None,
+            llm: None,
+        }
+    }
+
+    async fn body_json(resp: Response<ProxyBody>) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_llm_refusal_is_a_403_in_the_providers_error_shape() {
+        let mut c = call(Protocol::Llm);
+        c.method = "messages".into();
+        c.llm = Some(crate::l7::llm::LlmRequest {
+            api: LlmApi::Messages,
+            model: "claude-x".into(),
+            max_output_tokens: None,
+            stream: false,
+            include_usage: true,
+            input_bytes: 10,
+        });
+        let resp = refusal(
+            &c,
+            &HeaderMap::new(),
+            StatusCode::FORBIDDEN,
+            "llm[anthropic].models",
+            "model claude-x is not allowed",
+            7,
+        );
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let v = body_json(resp).await;
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("llm[anthropic].models"));
+        assert_eq!(v["mesh"]["audit_id"], 7);
+
+        c.llm = c.llm.map(|l| crate::l7::llm::LlmRequest {
+            api: LlmApi::ChatCompletions,
+            ..l
+        });
+        let resp = refusal(&c, &HeaderMap::new(), StatusCode::FORBIDDEN, "r", "x", 8);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["type"], "permission_denied");
+        assert_eq!(v["error"]["mesh"]["rule"], "r");
+    }
+
+    #[tokio::test]
+    async fn an_a2a_refusal_is_a_jsonrpc_error_with_the_callers_id() {
+        let mut c = call(Protocol::A2a);
+        c.method = "SendMessage".into();
+        c.id = Some(RpcId::String("req-1".into()));
+        let resp = refusal(
+            &c,
+            &headers(&[("accept", "application/json")]),
+            StatusCode::FORBIDDEN,
+            "a2a.undeclared",
+            "no a2a entry for 127.0.0.2:9000",
+            5,
+        );
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v = body_json(resp).await;
+        assert_eq!(v["id"], "req-1");
+        assert_eq!(v["error"]["code"], -32001);
+        assert_eq!(
+            v["error"]["message"],
+            "refused by mesh policy rule a2a.undeclared"
+        );
+        assert_eq!(v["error"]["data"]["rule"], "a2a.undeclared");
+        assert_eq!(v["error"]["data"]["audit_id"], 5);
     }
 
     #[test]
