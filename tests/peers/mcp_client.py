@@ -2,8 +2,8 @@
 """MCP client peer (PyPI mcp 2.3.0, `mcp.Client`), for the end-to-end tests.
 
     mcp_client.py --url URL [--mode auto|legacy|2026-07-28]
-                  [--transport streamable-http|sse] --script basic|elicit|everything
-                  [--answer accept|decline|cancel] [--tool NAME]
+                  [--transport streamable-http|sse] --script basic|elicit|everything|steps
+                  [--answer accept|decline|cancel] [--tool NAME] [--steps JSON]
 
 URL is the endpoint: http://H:P/mcp for streamable HTTP, http://H:P/sse for
 the 2024-11-05 SSE transport (--transport sse; use --mode legacy there).
@@ -23,6 +23,15 @@ Scripts:
               call_tool get-sum {a:1,b:2} (expects 3);
               read_resource demo://resource/static/document/architecture.md;
               get_prompt args-prompt {city:"Paris"}
+  steps       the operations in --steps, a JSON list of objects, in order:
+              {"op": "list_tools"|"list_resources"|"list_prompts"},
+              {"op": "call_tool", "name": N, "args": {...}},
+              {"op": "read_resource", "uri": U}, {"op": "get_prompt", "name": N, "args": {...}}.
+              Each prints {"step": op, "name"/"uri": ..., "ok": true, ...} (lists: "items",
+              the names, or uris; call_tool: "text", "is_error") or, when the server (or
+              the mesh) answered with a JSON-RPC error, {"step": op, ..., "ok": false,
+              "code": C, "message": M, "data": D}. Such errors do not stop the script;
+              anything else does (exit 1).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any
 
 from mcp import Client
 from mcp.client.sse import sse_client
+from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitResult
 
 
@@ -142,12 +152,54 @@ async def run(args: argparse.Namespace) -> None:
                 r = await client.get_prompt("args-prompt", {"city": "Paris"})
                 emit({"step": step, "result": dump(r)})
                 check("Paris" in json.dumps(dump(r)), "args-prompt lacks the city")
+            elif args.script == "steps":
+                for spec in json.loads(args.steps or "[]"):
+                    step = spec["op"]
+                    await run_step(client, spec)
     except BaseException as e:  # noqa: BLE001 - report anything, incl. exception groups
         if isinstance(e, KeyboardInterrupt):
             raise
         emit({"step": step, "error": describe(e)})
         sys.exit(1)
     emit({"step": "done", "ok": True})
+
+
+async def run_step(client: Any, spec: dict[str, Any]) -> None:
+    op = spec["op"]
+    line: dict[str, Any] = {"step": op}
+    for key in ("name", "uri"):
+        if key in spec:
+            line[key] = spec[key]
+    try:
+        if op == "list_tools":
+            r = await client.list_tools()
+            line["items"] = [t.name for t in r.tools]
+            line["annotations"] = {
+                t.name: (t.annotations.model_dump(mode="json", by_alias=True, exclude_none=True) if t.annotations else None)
+                for t in r.tools
+            }
+        elif op == "list_resources":
+            r = await client.list_resources()
+            line["items"] = [str(x.uri) for x in r.resources]
+        elif op == "list_prompts":
+            r = await client.list_prompts()
+            line["items"] = [x.name for x in r.prompts]
+        elif op == "call_tool":
+            r = await client.call_tool(spec["name"], spec.get("args", {}))
+            line["text"] = text_of(r)
+            line["is_error"] = bool(r.is_error)
+        elif op == "read_resource":
+            r = await client.read_resource(spec["uri"])
+            line["contents"] = len(r.contents)
+        elif op == "get_prompt":
+            r = await client.get_prompt(spec["name"], spec.get("args", {}))
+            line["messages"] = len(r.messages)
+        else:
+            raise StepFailed(f"unknown op {op!r}")
+        line["ok"] = True
+    except MCPError as e:
+        line.update({"ok": False, "code": e.error.code, "message": e.error.message, "data": e.error.data})
+    emit(line)
 
 
 def describe(e: BaseException) -> str:
@@ -164,7 +216,8 @@ def main() -> None:
     p.add_argument("--url", required=True)
     p.add_argument("--mode", default="auto", choices=["auto", "legacy", "2026-07-28"])
     p.add_argument("--transport", default="streamable-http", choices=["streamable-http", "sse"])
-    p.add_argument("--script", required=True, choices=["basic", "elicit", "everything"])
+    p.add_argument("--script", required=True, choices=["basic", "elicit", "everything", "steps"])
+    p.add_argument("--steps", help="steps script: a JSON list of operations")
     p.add_argument("--answer", default="accept", choices=["accept", "decline", "cancel"])
     p.add_argument("--tool", help="elicit script: the tool to call (default confirm_delete)")
     p.add_argument("--timeout", type=float, default=20.0, help="read timeout per request, seconds")

@@ -8,6 +8,8 @@ Streamable HTTP at /mcp (2026-07-28 stateless and the 2025-xx session
 generations, as the client picks); SSE (2024-11-05) at /sse + /messages/.
 
 Tools: add(a, b), echo(text),
+  lookup(key) (annotated readOnlyHint: true), remove(key) (annotated
+    readOnlyHint: false, destructiveHint: true): for trust_annotations,
   confirm_delete(item): asks the user through the SDK's resolver mechanism
     (`Resolve` + `Elicit`): a mid-call `elicitation/create` request in the
     handshake modes, an `input_required` result + client retry in 2026-07-28;
@@ -35,6 +37,7 @@ from mcp.server.mcpserver import (  # noqa: E402
     MCPServer,
     Resolve,
 )
+from mcp_types import ToolAnnotations  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
 from _serve import serve  # noqa: E402
@@ -56,6 +59,18 @@ def add(a: int, b: int) -> int:
 def echo(text: str) -> str:
     """Echo the text back."""
     return text
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def lookup(key: str) -> str:
+    """Look a key up (read-only)."""
+    return f"value of {key}"
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+def remove(key: str) -> str:
+    """Remove a key (destructive)."""
+    return f"removed {key}"
 
 
 def ask_confirm(item: str) -> Elicit[Confirm]:
