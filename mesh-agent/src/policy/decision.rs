@@ -1,9 +1,11 @@
-//! The decision point the proxy calls for every L7 call. For now the egress
-//! allow list implements it (a call is allowed where its agent may connect);
-//! the policy engine replaces that with capabilities, conditions and budgets.
+//! The decision point the proxy calls for every L7 call. [`PolicySet`]
+//! implements it (`decide.rs`): egress first, then the section for the
+//! call's protocol (ARCHITECTURE.md 5.1).
 use std::{net::SocketAddr, sync::Arc};
 
-use super::{EgressDecision, EgressPolicy, PolicySet};
+use super::EgressDecision;
+#[allow(unused_imports)] // named in the module documentation
+use super::PolicySet;
 use crate::l7::Call;
 
 /// Everything a decision may depend on: who calls (from the kernel, never from
@@ -129,14 +131,5 @@ impl From<EgressDecision> for Decision {
             EgressDecision::Allow { rule } => Decision::Allow { rule },
             EgressDecision::Refuse { rule, reason } => Decision::Refuse { rule, reason },
         }
-    }
-}
-
-/// Until capabilities are enforced: a call is allowed exactly where its agent
-/// may connect, by address or by the name it used.
-impl DecisionPoint for PolicySet {
-    fn decide(&self, ctx: &CallContext<'_>) -> Decision {
-        self.decide_egress(ctx.agent, ctx.server, ctx.server_name)
-            .into()
     }
 }

@@ -32,7 +32,7 @@ pub(crate) enum NameMatch {
 }
 
 impl NameMatch {
-    fn matches(&self, server_name: &str) -> bool {
+    pub(crate) fn matches(&self, server_name: &str) -> bool {
         let name = server_name
             .strip_suffix('.')
             .unwrap_or(server_name)
@@ -129,6 +129,19 @@ impl<'de> Deserialize<'de> for EgressEntry {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+impl schemars::JsonSchema for EgressEntry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EgressEntry".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        super::model::string_schema(
+            "ADDR[:PORT]: an IPv4 address or CIDR, [IPv6] or [IPv6/len], *, a DNS name or *.name; \
+             PORT a number, a range (8000-8099) or *",
+            serde_json::json!({ "minLength": 1 }),
+        )
     }
 }
 
@@ -285,7 +298,7 @@ fn parse_ports(p: &str) -> Result<PortMatch, String> {
     Ok(PortMatch { lo: port, hi: port })
 }
 
-fn parse_port(p: &str) -> Result<u16, String> {
+pub(crate) fn parse_port(p: &str) -> Result<u16, String> {
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
             "invalid port {p:?}; expected a number 1-65535, a range such as 8000-8099, or *"
@@ -301,7 +314,7 @@ fn parse_port(p: &str) -> Result<u16, String> {
 
 /// DNS names as they appear in SNI and Host: letters, digits, `-` and `_`,
 /// labels of 1-63 bytes, 253 bytes in all, optionally `*.` in front.
-fn parse_name(name: &str) -> Result<NameMatch, String> {
+pub(crate) fn parse_name(name: &str) -> Result<NameMatch, String> {
     let lower = name.to_ascii_lowercase();
     let lower = lower.strip_suffix('.').unwrap_or(&lower);
     let (wildcard, rest) = match lower.strip_prefix("*.") {

@@ -5,26 +5,48 @@
 //! Pure: no sockets, no BPF. `load_dir` is the only function that touches
 //! the file system, and only to read the files.
 
+mod annotations;
+mod compile;
+mod condition;
+mod decide;
 mod decision;
 mod egress;
 mod error;
 mod explain;
+mod glob;
 mod model;
+mod schema;
 mod store;
+mod values;
 pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_broken;
+#[cfg(test)]
+mod tests_decide;
 
+pub use annotations::AnnotationStore;
+pub use compile::{
+    Approval, Budget, BudgetLimit, Price, Quarantine, QuarantineTrigger, RULE_A2A_UNDECLARED,
+    RULE_LLM_UNDECLARED, RULE_MCP_UNDECLARED,
+};
+pub use condition::Condition;
 pub use decision::{CallContext, Decision, DecisionPoint, ListKind, ToolAnnotations};
 pub use error::{PolicyError, PolicyErrors};
 pub use explain::{ExplainQuery, Explanation};
-pub use model::{valid_agent_name, API_VERSION, KIND, MAX_AGENT_NAME_LEN};
+pub use model::{
+    valid_agent_name, OnExhaust, Provider, QuarantineMode, ToolClass, API_VERSION, KIND,
+    MAX_AGENT_NAME_LEN,
+};
+pub use schema::json_schema;
 pub use store::PolicyStore;
 
-use egress::{canonical_ip, EgressEntry};
+use compile::AgentPolicy;
+use egress::canonical_ip;
 use model::{EgressDefault, PolicyDoc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -88,30 +110,17 @@ pub enum TlsMode {
 /// All loaded policies, one per agent. Cheap to clone (shared, immutable):
 /// a reload builds a new set and swaps it in, so a failed reload leaves the
 /// one in force untouched.
+///
+/// The one mutable part is the [`AnnotationStore`] (what trusted servers
+/// said of their tools): learned from traffic, it is carried from the set in
+/// force to a reloaded one with [`PolicySet::with_annotations_from`].
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    agents: Arc<BTreeMap<String, AgentPolicy>>,
-}
-
-/// One agent's compiled policy.
-#[derive(Debug)]
-struct AgentPolicy {
-    default: EgressDefault,
-    /// [`RULE_EGRESS_DEFAULT`], shared.
-    default_rule: Arc<str>,
-    allow: Vec<Rule>,
-    deny: Vec<Rule>,
-    cgroup: Option<String>,
-    /// `tls.terminate` entries.
-    terminate: Vec<EgressEntry>,
-    upstream_ca: Option<Arc<str>>,
-}
-
-/// An egress entry with its precomputed rule name (no formatting per decision).
-#[derive(Debug)]
-struct Rule {
-    entry: EgressEntry,
-    name: Arc<str>,
+    /// Looked up by `&str` per decision, without allocating.
+    agents: Arc<HashMap<Box<str>, AgentPolicy>>,
+    /// Agent names in order, for listing.
+    names: Arc<[Box<str>]>,
+    annotations: Arc<AnnotationStore>,
 }
 
 /// Where a policy came from, to name both places of a duplicate agent.
@@ -124,8 +133,23 @@ impl PolicySet {
     /// No policies: every agent is refused all egress.
     pub fn empty() -> PolicySet {
         PolicySet {
-            agents: Arc::new(BTreeMap::new()),
+            agents: Arc::new(HashMap::new()),
+            names: Arc::from(Vec::new()),
+            annotations: Arc::new(AnnotationStore::new()),
         }
+    }
+
+    /// This set, sharing the tool annotations `previous` has learned
+    /// (reload: `PolicySet::load_dir(dir)?.with_annotations_from(&in_force)`),
+    /// so a reload does not forget how trusted servers classify their tools.
+    pub fn with_annotations_from(mut self, previous: &PolicySet) -> PolicySet {
+        self.annotations = previous.annotations.clone();
+        self
+    }
+
+    /// What trusted servers said of their tools (shared with reloaded sets).
+    pub fn annotations(&self) -> &Arc<AnnotationStore> {
+        &self.annotations
     }
 
     /// Loads every `*.yaml` / `*.yml` file of `dir` (not recursive, hidden
@@ -182,7 +206,7 @@ impl PolicySet {
     /// Builds a set from `(display name, text)` pairs, in the given order.
     pub fn from_files(files: &[(String, String)]) -> Result<PolicySet, PolicyErrors> {
         let mut errors = Vec::new();
-        let mut agents = BTreeMap::new();
+        let mut agents: BTreeMap<Box<str>, AgentPolicy> = BTreeMap::new();
         let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
         for (file_index, (file, text)) in files.iter().enumerate() {
             let mut documents = 0;
@@ -225,7 +249,25 @@ impl PolicySet {
                         doc: doc_index,
                     },
                 );
-                agents.insert(agent, AgentPolicy::compile(file, doc));
+                let line_of =
+                    |path: &[yaml::Seg<'_>]| yaml::locate(text, doc_index, path).map(|(l, _)| l);
+                match compile::compile(file, doc, &line_of) {
+                    Ok(policy) => {
+                        agents.insert(agent.into(), policy);
+                    }
+                    Err(problems) => {
+                        for (path, message) in problems {
+                            let (line, column) =
+                                yaml::locate(text, doc_index, &path).unwrap_or((1, 1));
+                            errors.push(PolicyError {
+                                file: file.clone(),
+                                line,
+                                column,
+                                message,
+                            });
+                        }
+                    }
+                }
             }
             if documents == 0 {
                 errors.push(PolicyError {
@@ -239,8 +281,11 @@ impl PolicySet {
             }
         }
         if errors.is_empty() {
+            let names: Vec<Box<str>> = agents.keys().cloned().collect();
             Ok(PolicySet {
-                agents: Arc::new(agents),
+                agents: Arc::new(agents.into_iter().collect()),
+                names: names.into(),
+                annotations: Arc::new(AnnotationStore::new()),
             })
         } else {
             Err(PolicyErrors(errors))
@@ -249,19 +294,42 @@ impl PolicySet {
 
     /// Agents that have a policy, in name order.
     pub fn agents(&self) -> impl Iterator<Item = &str> {
-        self.agents.keys().map(String::as_str)
+        self.names.iter().map(|n| &**n)
     }
 
     pub fn has_agent(&self, agent: &str) -> bool {
         self.agents.contains_key(agent)
     }
 
+    /// `budgets` of `agent`'s policy (empty without a policy).
+    pub fn budgets(&self, agent: &str) -> &[Budget] {
+        self.agents.get(agent).map_or(&[], |p| &p.budgets)
+    }
+
+    /// `prices` of `agent`'s policy, by model.
+    pub fn prices(&self, agent: &str) -> Option<&BTreeMap<String, Price>> {
+        self.agents.get(agent).map(|p| &p.prices)
+    }
+
+    /// `approvals` of `agent`'s policy.
+    pub fn approvals(&self, agent: &str) -> &[Approval] {
+        self.agents.get(agent).map_or(&[], |p| &p.approvals)
+    }
+
+    /// `quarantine` of `agent`'s policy, if it has the section.
+    pub fn quarantine(&self, agent: &str) -> Option<&Quarantine> {
+        self.agents.get(agent).and_then(|p| p.quarantine.as_ref())
+    }
+
     /// `(agent, glob)` for every policy with a `match.cgroup` selector: the
     /// daemon tags cgroups matching `glob` (relative to the cgroup root) as `agent`.
     pub fn cgroup_selectors(&self) -> Vec<(String, String)> {
-        self.agents
+        self.names
             .iter()
-            .filter_map(|(agent, p)| p.cgroup.as_ref().map(|g| (agent.clone(), g.clone())))
+            .filter_map(|agent| {
+                let p = self.agents.get(agent)?;
+                p.cgroup.as_ref().map(|g| (agent.to_string(), g.clone()))
+            })
             .collect()
     }
 }
@@ -269,32 +337,6 @@ impl PolicySet {
 impl Default for PolicySet {
     fn default() -> Self {
         PolicySet::empty()
-    }
-}
-
-impl AgentPolicy {
-    fn compile(file: &str, doc: PolicyDoc) -> AgentPolicy {
-        let spec = doc.egress.unwrap_or_default();
-        let tls = doc.tls.unwrap_or_default();
-        let rules = |section: &str, entries: Vec<EgressEntry>| -> Vec<Rule> {
-            entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, entry)| Rule {
-                    name: format!("egress.{section}[{i}] {:?} in {file}", entry.text).into(),
-                    entry,
-                })
-                .collect()
-        };
-        AgentPolicy {
-            default: spec.default,
-            default_rule: RULE_EGRESS_DEFAULT.into(),
-            allow: rules("allow", spec.allow),
-            deny: rules("deny", spec.deny),
-            cgroup: doc.selector.map(|s| s.cgroup.0),
-            terminate: tls.terminate,
-            upstream_ca: tls.upstream_ca.map(Into::into),
-        }
     }
 }
 
@@ -340,9 +382,11 @@ impl EgressPolicy for PolicySet {
             return EgressDecision::Refuse {
                 rule: rule.name.clone(),
                 reason: format!(
-                    "egress to {} is denied by {}",
+                    "egress to {} is denied by {} {:?} ({})",
                     describe(ip, port, server_name),
-                    rule.name
+                    rule.name,
+                    rule.entry.text,
+                    policy.file
                 ),
             };
         }
@@ -362,8 +406,9 @@ impl EgressPolicy for PolicySet {
             EgressDefault::Deny => EgressDecision::Refuse {
                 rule: policy.default_rule.clone(),
                 reason: format!(
-                    "no egress.allow entry of agent {agent} matches {}; the default is deny",
-                    describe(ip, port, server_name)
+                    "no egress.allow entry of agent {agent} matches {}; the default is deny ({})",
+                    describe(ip, port, server_name),
+                    policy.file
                 ),
             },
         }

@@ -1,13 +1,19 @@
 //! Policy schema v1 as written in YAML (ARCHITECTURE.md section 5).
 //!
-//! The top level, `metadata`, `match` and `egress` are typed and reject
-//! unknown keys. The other sections are accepted as YAML values until the
-//! issue that enforces them types them. Every check that can fail runs in a
-//! `Visitor` so that the error carries the value's line and column.
+//! Every section is typed and rejects unknown keys. Every check on one value
+//! runs in a `Visitor` so that the error carries the value's line and
+//! column; checks that relate several values (duplicate names, one limit of
+//! three, required approvers) run after parsing (`compile.rs`) and are
+//! located with `yaml::locate`.
 
+use super::condition::Condition;
 use super::egress::EgressEntry;
+use super::glob::Glob;
+use super::values::{EntryName, PolicyDuration, PositiveInt, ServerAddress, Usd, UserName};
+use schemars::JsonSchema;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::Deserialize as DeriveDeserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The only `apiVersion` this build understands.
@@ -18,11 +24,12 @@ pub const KIND: &str = "AgentPolicy";
 pub const MAX_AGENT_NAME_LEN: usize = 56;
 
 /// One YAML document of a policy file.
-#[derive(Debug, DeriveDeserialize)]
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a policy mapping with apiVersion, kind and agent"
 )]
+#[schemars(title = "mesh AgentPolicy (apiVersion mesh/v1)")]
 pub(crate) struct PolicyDoc {
     #[serde(rename = "apiVersion")]
     #[allow(dead_code)] // checked while parsing
@@ -36,22 +43,249 @@ pub(crate) struct PolicyDoc {
     pub selector: Option<Selector>,
     pub egress: Option<EgressSpec>,
     pub tls: Option<TlsSpec>,
-    // Not enforced yet: accepted as YAML values, typed by a later issue.
-    #[allow(dead_code)]
-    pub mcp: Option<serde_yaml_ng::Value>,
-    #[allow(dead_code)]
-    pub llm: Option<serde_yaml_ng::Value>,
-    #[allow(dead_code)]
-    pub prices: Option<serde_yaml_ng::Value>,
-    #[allow(dead_code)]
-    pub budgets: Option<serde_yaml_ng::Value>,
-    #[allow(dead_code)]
-    pub approvals: Option<serde_yaml_ng::Value>,
-    #[allow(dead_code)]
-    pub quarantine: Option<serde_yaml_ng::Value>,
+    /// MCP servers this agent may call, and what on each. With this section
+    /// (even empty) every other MCP server is refused (`mcp.undeclared`).
+    pub mcp: Option<Vec<McpServerSpec>>,
+    /// LLM endpoints and models. With this section other LLM endpoints are
+    /// refused (`llm.undeclared`).
+    pub llm: Option<Vec<LlmSpec>>,
+    /// Agents this agent may message over A2A, by address. With this
+    /// section other A2A addresses are refused (`a2a.undeclared`).
+    pub a2a: Option<Vec<A2aSpec>>,
+    /// USD per 1M tokens by model, for `usd` budgets.
+    pub prices: Option<BTreeMap<String, PriceSpec>>,
+    pub budgets: Option<Vec<BudgetSpec>>,
+    pub approvals: Option<Vec<ApprovalSpec>>,
+    pub quarantine: Option<QuarantineSpec>,
 }
 
+/// `mcp[]`: one MCP server and what the agent may do on it.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an mcp server mapping with server, address, tools and grant"
+)]
+pub(crate) struct McpServerSpec {
+    /// Name of the server in rule names (`mcp[NAME]...`) and conditions.
+    pub server: EntryName,
+    pub address: ServerAddress,
+    /// Classify tools no glob classifies by the server's own `tools/list`
+    /// annotations (`readOnlyHint: true` is read, anything else write).
+    #[serde(default)]
+    pub trust_annotations: bool,
+    #[serde(default)]
+    pub tools: ToolsSpec,
+    /// The classes this agent holds on this server.
+    #[serde(default)]
+    pub grant: Vec<ToolClass>,
+    /// `resources/read` URIs allowed (absent: none).
+    pub resources: Option<AllowList>,
+    /// `prompts/get` names allowed (absent: none).
+    pub prompts: Option<AllowList>,
+    /// CEL conditions on every `tools/call`; all must hold.
+    #[serde(default)]
+    pub when: Vec<Condition>,
+}
+
+/// `mcp[].tools`: tool globs by class, and denials (checked first).
+#[derive(Debug, Default, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a tools mapping with read, write, execute and deny glob lists"
+)]
+pub(crate) struct ToolsSpec {
+    #[serde(default)]
+    pub read: Vec<Glob>,
+    #[serde(default)]
+    pub write: Vec<Glob>,
+    #[serde(default)]
+    pub execute: Vec<Glob>,
+    #[serde(default)]
+    pub deny: Vec<Glob>,
+}
+
+/// What a tool does, as far as grants are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DeriveDeserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolClass {
+    Read,
+    Write,
+    Execute,
+}
+
+impl ToolClass {
+    pub const ALL: [ToolClass; 3] = [ToolClass::Read, ToolClass::Write, ToolClass::Execute];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolClass::Read => "read",
+            ToolClass::Write => "write",
+            ToolClass::Execute => "execute",
+        }
+    }
+}
+
+/// `{ allow: [glob] }`
+#[derive(Debug, Default, DeriveDeserialize, JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a mapping { allow: [glob, ...] }")]
+pub(crate) struct AllowList {
+    #[serde(default)]
+    pub allow: Vec<Glob>,
+}
+
+/// `llm[]`: an LLM endpoint and the models the agent may ask it for.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an llm mapping with provider, address and models"
+)]
+pub(crate) struct LlmSpec {
+    pub provider: Provider,
+    pub address: ServerAddress,
+    #[serde(default)]
+    pub models: Vec<Glob>,
+}
+
+/// Which API an LLM endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, DeriveDeserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Openai,
+    Anthropic,
+}
+
+impl Provider {
+    /// As [`crate::l7::llm::LlmApi::provider`] names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// `a2a[]`: an agent this agent may message.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an a2a mapping with agent and address"
+)]
+pub(crate) struct A2aSpec {
+    pub agent: EntryName,
+    pub address: ServerAddress,
+}
+
+/// `prices.MODEL`: USD per 1M tokens.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a price mapping { input: USD, output: USD, cached_input: USD } (per 1M tokens)"
+)]
+pub(crate) struct PriceSpec {
+    pub input: Usd,
+    pub output: Usd,
+    pub cached_input: Option<Usd>,
+}
+
+/// `budgets[]`.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a budget mapping with name, limit, window and on_exhaust"
+)]
+pub(crate) struct BudgetSpec {
+    pub name: EntryName,
+    pub limit: LimitSpec,
+    pub window: PolicyDuration,
+    pub on_exhaust: OnExhaust,
+    /// Only calls to this MCP server (an `mcp[].server` name) count.
+    pub server: Option<String>,
+    /// Only calls of this tool count.
+    pub tool: Option<String>,
+}
+
+/// `budgets[].limit`: exactly one of the three (checked after parsing).
 #[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a limit mapping with exactly one of tokens, usd, calls"
+)]
+pub(crate) struct LimitSpec {
+    pub tokens: Option<PositiveInt>,
+    pub usd: Option<Usd>,
+    pub calls: Option<PositiveInt>,
+}
+
+/// What happens when a budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, DeriveDeserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExhaust {
+    Halt,
+    Quarantine,
+    Escalate,
+}
+
+/// `approvals[]`.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an approval mapping with name, when, approvers and timeout"
+)]
+pub(crate) struct ApprovalSpec {
+    pub name: EntryName,
+    pub when: Condition,
+    pub approvers: ApproversSpec,
+    pub timeout: PolicyDuration,
+}
+
+/// `approvals[].approvers`: `required` distinct users of `users` (checked
+/// after parsing: required <= number of users).
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an approvers mapping { users: [name, ...], required: N }"
+)]
+pub(crate) struct ApproversSpec {
+    pub users: Vec<UserName>,
+    pub required: PositiveInt,
+}
+
+/// `quarantine:`.
+#[derive(Debug, Default, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a quarantine mapping with triggers and mode"
+)]
+pub(crate) struct QuarantineSpec {
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
+    #[serde(default)]
+    pub mode: QuarantineMode,
+}
+
+/// `quarantine.triggers[]`: `denials` refusals within `within` quarantine the agent.
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a trigger mapping { denials: N, within: DURATION }"
+)]
+pub(crate) struct TriggerSpec {
+    pub denials: PositiveInt,
+    pub within: PolicyDuration,
+}
+
+/// How a quarantined agent is stopped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, DeriveDeserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QuarantineMode {
+    /// All its network traffic is refused.
+    #[default]
+    Isolate,
+    /// Its processes are frozen (cgroup freezer).
+    Freeze,
+}
+
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a metadata mapping, e.g. { name: support-bot }"
@@ -62,7 +296,7 @@ pub(crate) struct Metadata {
 }
 
 /// `match:` — which cgroups the daemon tags as this agent when they appear.
-#[derive(Debug, DeriveDeserialize)]
+#[derive(Debug, DeriveDeserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a match mapping, e.g. { cgroup: \"/system.slice/support-*.service\" }"
@@ -72,7 +306,7 @@ pub(crate) struct Selector {
 }
 
 /// `egress:` — where the agent may connect at all.
-#[derive(Debug, Default, DeriveDeserialize)]
+#[derive(Debug, Default, DeriveDeserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "an egress mapping with default, allow and deny"
@@ -88,7 +322,7 @@ pub(crate) struct EgressSpec {
 
 /// `tls:` — which destinations mesh-agent terminates TLS for (to see the
 /// calls inside) instead of passing it through by SNI.
-#[derive(Debug, Default, DeriveDeserialize)]
+#[derive(Debug, Default, DeriveDeserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a tls mapping with terminate and upstream_ca"
@@ -104,7 +338,7 @@ pub(crate) struct TlsSpec {
 }
 
 /// What happens to a destination no entry matches. Deny unless said otherwise.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, DeriveDeserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, DeriveDeserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum EgressDefault {
     #[default]
@@ -214,6 +448,66 @@ impl<'de> Deserialize<'de> for CgroupGlob {
             } else {
                 Ok(CgroupGlob(v.to_owned()))
             }
+        })
+    }
+}
+
+/// A string schema with a description and extra keywords (`pattern`, `const`).
+pub(crate) fn string_schema(description: &str, extra: serde_json::Value) -> schemars::Schema {
+    let mut schema = serde_json::json!({ "type": "string", "description": description });
+    if let (Some(obj), serde_json::Value::Object(more)) = (schema.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    match schemars::Schema::try_from(schema) {
+        Ok(s) => s,
+        // An object always converts; keep the plain string type otherwise.
+        Err(_) => schemars::json_schema!({ "type": "string" }),
+    }
+}
+
+macro_rules! string_schema_impl {
+    ($ty:ty, $name:literal, $description:literal, $extra:tt) => {
+        impl JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                string_schema($description, serde_json::json!($extra))
+            }
+        }
+    };
+}
+pub(crate) use string_schema_impl;
+
+string_schema_impl!(ApiVersion, "ApiVersion", "The schema version.", { "const": API_VERSION });
+string_schema_impl!(Kind, "Kind", "The document kind.", { "const": KIND });
+string_schema_impl!(
+    AgentName,
+    "AgentName",
+    "The agent's name (at tag/exec time): 1 to 56 characters from A-Z a-z 0-9 . _ -",
+    { "pattern": "^[A-Za-z0-9._-]{1,56}$" }
+);
+string_schema_impl!(
+    CgroupGlob,
+    "CgroupGlob",
+    "A cgroup path glob relative to the cgroup root, e.g. /system.slice/support-*.service",
+    { "pattern": "^/" }
+);
+
+impl JsonSchema for LimitSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LimitSpec".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let positive = generator.subschema_for::<PositiveInt>();
+        let usd = generator.subschema_for::<Usd>();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Exactly one of tokens, usd or calls.",
+            "properties": { "tokens": positive, "usd": usd, "calls": positive },
+            "additionalProperties": false,
+            "minProperties": 1,
+            "maxProperties": 1
         })
     }
 }

@@ -58,6 +58,72 @@ pub(crate) fn locate_key(text: &str, doc_index: usize, key: &str) -> Option<(usi
     }
 }
 
+/// One step of a path into a YAML document: a mapping key or a sequence index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Location (1-based line, column) of the value at `path` in document
+/// `doc_index` of `text`, if it is there. For checks that relate several
+/// values and so run after parsing (duplicate names, cross-field limits).
+pub(crate) fn locate(text: &str, doc_index: usize, path: &[Seg<'_>]) -> Option<(usize, usize)> {
+    let doc = serde_yaml_ng::Deserializer::from_str(without_bom(text)).nth(doc_index)?;
+    match (LocatePath { path }).deserialize(doc) {
+        Ok(()) => None,
+        Err(e) => e.location().map(|l| (l.line(), l.column())),
+    }
+}
+
+/// Descends along `path`, then fails on the value there on purpose: the
+/// failure carries the value's position.
+struct LocatePath<'p, 'a> {
+    path: &'p [Seg<'a>],
+}
+
+impl<'de> DeserializeSeed<'de> for LocatePath<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.path.first() {
+            None => Fail.deserialize(d),
+            Some(Seg::Key(_)) => d.deserialize_map(self),
+            Some(Seg::Index(_)) => d.deserialize_seq(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for LocatePath<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping or sequence (locating a value)")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((Seg::Key(key), rest)) = self.path.split_first() else {
+            return Ok(());
+        };
+        while let Some(k) = map.next_key::<serde_yaml_ng::Value>()? {
+            if k.as_str() == Some(*key) {
+                return map.next_value_seed(LocatePath { path: rest });
+            }
+            map.next_value::<de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((Seg::Index(index), rest)) = self.path.split_first() else {
+            return Ok(());
+        };
+        for _ in 0..*index {
+            if seq.next_element::<de::IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        seq.next_element_seed(LocatePath { path: rest })?;
+        Ok(())
+    }
+}
+
 /// Editors on some systems start files with a byte order mark, which the
 /// parser would take as content.
 fn without_bom(text: &str) -> &str {
@@ -370,6 +436,28 @@ mod tests {
         assert_eq!(locate_key(text, 0, "a"), Some((1, 4)));
         assert_eq!(locate_key(text, 1, "a"), Some((4, 6)));
         assert_eq!(locate_key(text, 1, "c"), None);
+    }
+
+    #[test]
+    fn yaml_locate_path_finds_nested_values() {
+        let text = "a: 1\n---\nmcp:\n  - server: x\n  - { server: y, when: [a, 'b'] }\n";
+        let at = |path: &[Seg]| locate(text, 1, path);
+        assert_eq!(at(&[Seg::Key("mcp")]), Some((4, 3)));
+        assert_eq!(
+            at(&[Seg::Key("mcp"), Seg::Index(1), Seg::Key("server")]),
+            Some((5, 15))
+        );
+        assert_eq!(
+            at(&[
+                Seg::Key("mcp"),
+                Seg::Index(1),
+                Seg::Key("when"),
+                Seg::Index(1)
+            ]),
+            Some((5, 28))
+        );
+        assert_eq!(at(&[Seg::Key("mcp"), Seg::Index(2)]), None);
+        assert_eq!(at(&[Seg::Key("nope")]), None);
     }
 
     #[test]
