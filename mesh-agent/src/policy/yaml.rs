@@ -157,14 +157,15 @@ fn convert(e: &serde_yaml_ng::Error, own_message: Option<String>) -> YamlError {
     }
 }
 
-/// serde_yaml_ng prefixes messages with the path of the value (`egress.allow[1]: ...`).
-/// Paths in typed sections consist of field names and indices only.
+/// serde_yaml_ng prefixes messages with the path of the value
+/// (`egress.allow[1]: ...`, `prices.gpt-4o.input: ...`). A path has no
+/// whitespace or quotes, unlike the start of every message of ours and serde's.
 fn strip_path(message: String) -> String {
     if let Some((prefix, rest)) = message.split_once(": ") {
         let is_path = !prefix.is_empty()
-            && prefix
+            && !prefix
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '?'));
+                .any(|c| c.is_whitespace() || matches!(c, '"' | '`' | '\''));
         if is_path {
             return rest.to_owned();
         }
