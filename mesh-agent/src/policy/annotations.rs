@@ -20,10 +20,13 @@ use super::ToolAnnotations;
 /// the daemon grow without bound by listing ever new names.
 pub const MAX_TOOLS_PER_SERVER: usize = 4096;
 
+/// What one server's annotations say: class by tool name.
+type ToolClasses = HashMap<Box<str>, ToolClass>;
+
 /// Tool classes by server address, then tool name.
 #[derive(Debug, Default)]
 pub struct AnnotationStore {
-    servers: RwLock<HashMap<Box<str>, HashMap<Box<str>, ToolClass>>>,
+    servers: RwLock<HashMap<Box<str>, ToolClasses>>,
 }
 
 impl AnnotationStore {
