@@ -49,6 +49,15 @@ pub const BUILTIN_CONFIG_NAME: &str = "<built-in defaults>";
 /// How often tags of cgroups removed without `untag` are dropped.
 pub const TAG_GC_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How often `policy_dir` is checked for changes (see `crate::policy_watch`).
+pub const POLICY_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// After a change is seen, how long the directory must stay unchanged before
+/// it is loaded (editors and ConfigMap updates write in bursts).
+pub const POLICY_SETTLE_TIME: Duration = Duration::from_millis(150);
+/// How often cgroups below `attach_cgroup` are matched against the policies'
+/// `match.cgroup` selectors.
+pub const SELECTOR_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long a stopping daemon lets connections in flight finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).

@@ -128,6 +128,12 @@ pub struct Governor {
     /// per-agent totals do not go backwards when `meshctl exec` ends.
     retired: Mutex<HashMap<String, CgroupCounters>>,
     exec_seq: AtomicU64,
+    /// Tags made by policy selectors (cgroup id -> agent), so that a reload
+    /// that drops or changes a selector undoes exactly those. Its lock also
+    /// serialises selector passes with explicit tag/untag, so that neither
+    /// overwrites the other. In memory: after a restart, the selectors' old
+    /// tags count as explicit until the operator untags them.
+    selector_made: Mutex<HashMap<u64, String>>,
 }
 
 impl Governor {
@@ -146,6 +152,7 @@ impl Governor {
             names: RwLock::new(names),
             retired: Mutex::new(HashMap::new()),
             exec_seq: AtomicU64::new(0),
+            selector_made: Mutex::new(HashMap::new()),
         })
     }
 
@@ -179,7 +186,18 @@ impl Governor {
         validate_agent_name(agent)?;
         let path = self.resolve(given)?;
         let id = cgroup::id_of(&path)?;
+        let mut made = self.selector_made.lock().unwrap_or_else(|p| p.into_inner());
+        // An operator's tag wins over a selector's, and from now on the tag
+        // is the operator's: selector changes no longer touch it.
+        if let Some(by_selector) = made.get(&id) {
+            if by_selector != agent {
+                if let Some(tag) = self.tags()?.get(&id) {
+                    self.retire(id, tag)?;
+                }
+            }
+        }
         self.tag_id(&path, id, agent)?;
+        made.remove(&id);
         Ok((path, id))
     }
 
@@ -227,7 +245,11 @@ impl Governor {
     pub fn untag(&self, given: &str) -> Result<PathBuf, StateError> {
         let path = self.resolve(given)?;
         let id = cgroup::id_of(&path)?;
+        let mut made = self.selector_made.lock().unwrap_or_else(|p| p.into_inner());
         self.untag_id(id, &path)?;
+        // A selector that still matches tags it again on its next pass:
+        // to stop that, change the policy.
+        made.remove(&id);
         Ok(path)
     }
 
@@ -473,6 +495,341 @@ impl Governor {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Policy selectors (`match: {cgroup: GLOB}`, ARCHITECTURE.md 5.2).
+// ---------------------------------------------------------------------------
+
+/// Whether `path` (a cgroup path relative to the cgroup root, `/`-separated,
+/// with or without a leading `/`) matches a selector glob: `*` matches any
+/// run of characters within one path segment, `?` one character (not `/`),
+/// a `**` segment any number of segments (none included); everything else is
+/// literal.
+pub fn cgroup_glob_matches(glob: &str, path: &str) -> bool {
+    let split = |s: &str| -> Vec<String> {
+        s.split('/')
+            .filter(|seg| !seg.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let pattern = split(glob);
+    let segments = split(path);
+    let pattern: Vec<&str> = pattern.iter().map(String::as_str).collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    segments_match(&pattern, &segments)
+}
+
+fn segments_match(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| segments_match(rest, &path[skip..])),
+        Some((first, rest)) => path.split_first().is_some_and(|(segment, path_rest)| {
+            segment_matches(first.as_bytes(), segment.as_bytes()) && segments_match(rest, path_rest)
+        }),
+    }
+}
+
+/// `*` and `?` within one segment (iterative, backtracking to the last `*`).
+fn segment_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(b'?') => {
+                p += 1;
+                t += 1;
+            }
+            Some(c) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+/// One cgroup as the selector planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorCandidate {
+    /// Relative to the cgroup root, `/`-separated, no leading `/`.
+    pub rel_path: String,
+    pub id: u64,
+}
+
+/// What [`plan_selector_tags`] wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectorAction {
+    Tag {
+        id: u64,
+        rel_path: String,
+        agent: String,
+    },
+    /// A selector-made tag whose selector now names another agent.
+    Retag {
+        id: u64,
+        rel_path: String,
+        from: String,
+        to: String,
+    },
+    /// A selector-made tag no selector asks for any more.
+    Untag {
+        id: u64,
+        rel_path: String,
+        agent: String,
+    },
+    /// A selector-made tag that is gone (cgroup removed, or the tag changed
+    /// or removed by someone else): stop tracking it, touch nothing.
+    Forget { id: u64 },
+}
+
+/// Decides, from scratch, which cgroups the selectors should govern and how
+/// that differs from the tags the selectors made before.
+///
+/// - `selectors`: `(agent, glob)`; when several match one cgroup, the first
+///   in this order wins (the caller passes them sorted by agent name).
+/// - `attach`: the attach cgroup (never tagged by a selector, but an explicit
+///   tag on it covers everything below).
+/// - `cgroups`: every cgroup below `attach`.
+/// - `tagged`: every tag in force now, cgroup id -> agent.
+/// - `made`: the tags selectors made, cgroup id -> agent.
+///
+/// Explicit tags win: a cgroup tagged by anyone but a selector, or below such
+/// a cgroup, is never tagged, retagged or untagged here. A cgroup below one
+/// that a selector governs for the same agent is not tagged again (its
+/// ancestor's tag already governs it).
+pub fn plan_selector_tags(
+    selectors: &[(String, String)],
+    attach: &SelectorCandidate,
+    cgroups: &[SelectorCandidate],
+    tagged: &HashMap<u64, String>,
+    made: &HashMap<u64, String>,
+) -> Vec<SelectorAction> {
+    let explicit = |id: u64| match (tagged.get(&id), made.get(&id)) {
+        (Some(now), Some(by_selector)) => now != by_selector,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    // Parents before children, so an ancestor's outcome is known first.
+    let mut ordered: Vec<&SelectorCandidate> = cgroups.iter().collect();
+    ordered.sort_by(|a, b| {
+        let depth = |c: &SelectorCandidate| c.rel_path.matches('/').count();
+        depth(a)
+            .cmp(&depth(b))
+            .then_with(|| a.rel_path.cmp(&b.rel_path))
+    });
+    /// Per path: covered by an explicit tag, or governed by a selector's agent.
+    enum Cover<'a> {
+        Explicit,
+        Agent(&'a str),
+    }
+    let mut covers: HashMap<&str, Cover> = HashMap::new();
+    if explicit(attach.id) {
+        covers.insert(attach.rel_path.as_str(), Cover::Explicit);
+    }
+    let mut desired: HashMap<u64, (&str, &str)> = HashMap::new();
+    for cgroup in ordered {
+        let path = cgroup.rel_path.as_str();
+        // The nearest ancestor that has a cover decides.
+        let inherited = std::iter::successors(path.rsplit_once('/').map(|(p, _)| p), |p| {
+            p.rsplit_once('/').map(|(parent, _)| parent)
+        })
+        .chain(std::iter::once(attach.rel_path.as_str()))
+        .find_map(|ancestor| covers.get(ancestor));
+        if matches!(inherited, Some(Cover::Explicit)) || explicit(cgroup.id) {
+            covers.insert(path, Cover::Explicit);
+            continue;
+        }
+        let Some((agent, _)) = selectors
+            .iter()
+            .find(|(_, glob)| cgroup_glob_matches(glob, path))
+        else {
+            continue;
+        };
+        if matches!(inherited, Some(Cover::Agent(a)) if *a == agent.as_str()) {
+            continue;
+        }
+        covers.insert(path, Cover::Agent(agent));
+        desired.insert(cgroup.id, (path, agent));
+    }
+    let paths: HashMap<u64, &str> = cgroups
+        .iter()
+        .map(|c| (c.id, c.rel_path.as_str()))
+        .collect();
+    let mut actions = Vec::new();
+    let mut made_ids: Vec<u64> = made.keys().copied().collect();
+    made_ids.sort_unstable();
+    for id in made_ids {
+        let agent = &made[&id];
+        let still_ours = tagged.get(&id) == Some(agent);
+        match (paths.get(&id), still_ours, desired.get(&id)) {
+            (Some(_), true, Some((_, want))) if *want == agent.as_str() => {}
+            (Some(path), true, Some((_, want))) => actions.push(SelectorAction::Retag {
+                id,
+                rel_path: (*path).to_owned(),
+                from: agent.clone(),
+                to: (*want).to_owned(),
+            }),
+            (Some(path), true, None) => actions.push(SelectorAction::Untag {
+                id,
+                rel_path: (*path).to_owned(),
+                agent: agent.clone(),
+            }),
+            _ => actions.push(SelectorAction::Forget { id }),
+        }
+    }
+    let mut new: Vec<(u64, &str, &str)> = desired
+        .iter()
+        .filter(|(id, _)| !made.contains_key(id))
+        .map(|(id, (path, agent))| (*id, *path, *agent))
+        .collect();
+    new.sort_unstable_by_key(|(id, _, _)| *id);
+    for (id, path, agent) in new {
+        actions.push(SelectorAction::Tag {
+            id,
+            rel_path: path.to_owned(),
+            agent: agent.to_owned(),
+        });
+    }
+    actions
+}
+
+/// What one selector pass changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SelectorChanges {
+    pub tagged: usize,
+    pub retagged: usize,
+    pub untagged: usize,
+}
+
+impl SelectorChanges {
+    pub fn is_empty(&self) -> bool {
+        self.tagged + self.retagged + self.untagged == 0
+    }
+}
+
+impl Governor {
+    /// Makes the tags of `selectors` (`(agent, glob)`, from
+    /// [`crate::policy::PolicySet::cgroup_selectors`]) match the cgroups below
+    /// the attach cgroup now: tags new matches, retags or untags what
+    /// selectors tagged before and no longer ask for, and leaves explicit
+    /// tags alone. A cgroup that cannot be tagged (it vanished meanwhile, an
+    /// agent id collision) is logged and skipped; the next pass retries.
+    pub fn apply_selectors(
+        &self,
+        selectors: &[(String, String)],
+    ) -> Result<SelectorChanges, StateError> {
+        let mut made = self.selector_made.lock().unwrap_or_else(|p| p.into_inner());
+        if selectors.is_empty() && made.is_empty() {
+            // Nothing to match and nothing to undo: skip the tree walk.
+            return Ok(SelectorChanges::default());
+        }
+        let mut selectors = selectors.to_vec();
+        selectors.sort();
+        let tagged: HashMap<u64, String> = self
+            .tags()?
+            .into_iter()
+            .map(|(id, tag)| (id, decode_name(&tag.agent_name)))
+            .collect();
+        let root = &self.layout.cgroup_root;
+        let relative = |p: &Path| -> Option<String> {
+            let rel = p.strip_prefix(root).ok()?;
+            Some(rel.to_str()?.trim_start_matches('/').to_owned())
+        };
+        let attach = SelectorCandidate {
+            rel_path: relative(&self.layout.attach_cgroup).unwrap_or_default(),
+            id: cgroup::id_of(&self.layout.attach_cgroup)?,
+        };
+        let cgroups: Vec<SelectorCandidate> = cgroup::descendants(&self.layout.attach_cgroup)
+            .into_iter()
+            .filter_map(|(path, id)| {
+                Some(SelectorCandidate {
+                    rel_path: relative(&path)?,
+                    id,
+                })
+            })
+            .collect();
+        let plan = plan_selector_tags(&selectors, &attach, &cgroups, &tagged, &made);
+        let mut changes = SelectorChanges::default();
+        let full = |rel: &str| root.join(rel);
+        for action in plan {
+            match action {
+                SelectorAction::Forget { id } => {
+                    made.remove(&id);
+                }
+                SelectorAction::Tag {
+                    id,
+                    rel_path,
+                    agent,
+                } => match self.tag_id(&full(&rel_path), id, &agent) {
+                    Ok(()) => {
+                        made.insert(id, agent);
+                        changes.tagged += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(cgroup = %rel_path, agent, error = %e, "selector could not tag")
+                    }
+                },
+                SelectorAction::Untag {
+                    id,
+                    rel_path,
+                    agent,
+                } => {
+                    let tag = self.maps.tags()?.into_iter().find(|(i, _)| *i == id);
+                    if let Some((_, tag)) = tag {
+                        self.retire(id, &tag)?;
+                        tracing::info!(cgroup = %rel_path, agent, cgroup_id = id, "selector untagged");
+                        changes.untagged += 1;
+                    }
+                    made.remove(&id);
+                }
+                SelectorAction::Retag {
+                    id,
+                    rel_path,
+                    from,
+                    to,
+                } => {
+                    let tag = self.maps.tags()?.into_iter().find(|(i, _)| *i == id);
+                    if let Some((_, tag)) = tag {
+                        // Retire first: the old agent keeps its counters and
+                        // the new one does not inherit the old one's quarantine.
+                        self.retire(id, &tag)?;
+                    }
+                    made.remove(&id);
+                    match self.tag_id(&full(&rel_path), id, &to) {
+                        Ok(()) => {
+                            made.insert(id, to);
+                            changes.retagged += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(cgroup = %rel_path, from, to, error = %e, "selector could not retag")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Whether a selector (not an operator) tagged cgroup `id`.
+    pub fn is_selector_tag(&self, id: u64) -> bool {
+        self.selector_made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,5 +1010,241 @@ mod tests {
             again.agent_name(agent_id(b"restart-me")).as_deref(),
             Some("restart-me")
         );
+    }
+
+    #[test]
+    fn selector_globs_match_within_and_across_segments() {
+        let yes = [
+            (
+                "/system.slice/support-*.service",
+                "system.slice/support-1.service",
+            ),
+            (
+                "/system.slice/support-*.service",
+                "/system.slice/support-.service",
+            ),
+            ("/a/**", "a"),
+            ("/a/**", "a/b/c"),
+            ("/a/**/z", "a/z"),
+            ("/a/**/z", "a/b/c/z"),
+            ("/**/sel-?", "x/y/sel-1"),
+            ("/t/sel-*", "t/sel-abc"),
+            ("/t/*", "t/x"),
+        ];
+        for (glob, path) in yes {
+            assert!(
+                cgroup_glob_matches(glob, path),
+                "{glob} should match {path}"
+            );
+        }
+        let no = [
+            (
+                "/system.slice/support-*.service",
+                "system.slice/x/support-1.service",
+            ),
+            ("/t/*", "t/x/y"),
+            ("/t/*", "t"),
+            ("/t/sel-?", "t/sel-12"),
+            ("/t/sel-?", "t/sel-"),
+            ("/a/**/z", "a/b/zz"),
+            ("/t/sel-*", "u/sel-a"),
+            ("/t/sel-*", "t/sel"),
+        ];
+        for (glob, path) in no {
+            assert!(
+                !cgroup_glob_matches(glob, path),
+                "{glob} should not match {path}"
+            );
+        }
+    }
+
+    fn cand(rel_path: &str, id: u64) -> SelectorCandidate {
+        SelectorCandidate {
+            rel_path: rel_path.to_owned(),
+            id,
+        }
+    }
+
+    fn names(pairs: &[(u64, &str)]) -> HashMap<u64, String> {
+        pairs.iter().map(|(id, a)| (*id, (*a).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_plan_tags_matches_and_leaves_explicit_tags_and_their_subtrees_alone() {
+        let selectors = vec![("bot".to_owned(), "/t/sel-*".to_owned())];
+        let attach = cand("t", 1);
+        let cgroups = [
+            cand("t/sel-a", 2),
+            cand("t/sel-a/child", 3),
+            cand("t/sel-b", 4),
+            cand("t/other", 5),
+            cand("t/other/sel-c", 6),
+            cand("t/sel-explicit", 7),
+            cand("t/manual", 8),
+        ];
+        // sel-explicit is tagged by an operator (as another agent);
+        // manual too, and nothing below it is ours to touch.
+        let tagged = names(&[(7, "operator"), (8, "operator")]);
+        let plan = plan_selector_tags(&selectors, &attach, &cgroups, &tagged, &HashMap::new());
+        assert_eq!(
+            plan,
+            vec![
+                SelectorAction::Tag {
+                    id: 2,
+                    rel_path: "t/sel-a".into(),
+                    agent: "bot".into()
+                },
+                SelectorAction::Tag {
+                    id: 4,
+                    rel_path: "t/sel-b".into(),
+                    agent: "bot".into()
+                },
+            ]
+        );
+        // The attach cgroup tagged by hand covers everything.
+        let tagged = names(&[(1, "operator")]);
+        assert!(
+            plan_selector_tags(&selectors, &attach, &cgroups, &tagged, &HashMap::new()).is_empty()
+        );
+    }
+
+    #[test]
+    fn the_plan_undoes_only_what_selectors_made() {
+        let attach = cand("t", 1);
+        let cgroups = [cand("t/sel-a", 2), cand("t/sel-b", 3), cand("t/sel-c", 4)];
+        // 2 and 3 were tagged by the selector; 4 by hand (same agent).
+        let tagged = names(&[(2, "bot"), (3, "bot"), (4, "bot"), (9, "bot")]);
+        let made = names(&[(2, "bot"), (3, "bot"), (9, "bot")]);
+        // The selector now names another agent, and only matches sel-a/sel-c.
+        let selectors = vec![
+            ("bot2".to_owned(), "/t/sel-a".to_owned()),
+            ("bot2".to_owned(), "/t/sel-c".to_owned()),
+        ];
+        let plan = plan_selector_tags(&selectors, &attach, &cgroups, &tagged, &made);
+        assert_eq!(
+            plan,
+            vec![
+                SelectorAction::Retag {
+                    id: 2,
+                    rel_path: "t/sel-a".into(),
+                    from: "bot".into(),
+                    to: "bot2".into()
+                },
+                SelectorAction::Untag {
+                    id: 3,
+                    rel_path: "t/sel-b".into(),
+                    agent: "bot".into()
+                },
+                // Cgroup 9 is gone: forgotten, not touched.
+                SelectorAction::Forget { id: 9 },
+            ]
+        );
+        // No selectors: every tag they made goes, the explicit one stays.
+        let plan = plan_selector_tags(&[], &attach, &cgroups, &tagged, &made);
+        assert_eq!(
+            plan,
+            vec![
+                SelectorAction::Untag {
+                    id: 2,
+                    rel_path: "t/sel-a".into(),
+                    agent: "bot".into()
+                },
+                SelectorAction::Untag {
+                    id: 3,
+                    rel_path: "t/sel-b".into(),
+                    agent: "bot".into()
+                },
+                SelectorAction::Forget { id: 9 },
+            ]
+        );
+        // A selector tag an operator replaced is the operator's now.
+        let tagged = names(&[(2, "operator")]);
+        let plan = plan_selector_tags(&[], &attach, &cgroups, &tagged, &names(&[(2, "bot")]));
+        assert_eq!(plan, vec![SelectorAction::Forget { id: 2 }]);
+    }
+
+    #[test]
+    fn the_plan_does_not_tag_below_a_cgroup_it_governs_for_the_same_agent() {
+        let attach = cand("t", 1);
+        let cgroups = [cand("t/a", 2), cand("t/a/b", 3), cand("t/a/b/c", 4)];
+        let selectors = vec![
+            ("deep".to_owned(), "/t/a/b/c".to_owned()),
+            ("outer".to_owned(), "/t/**".to_owned()),
+        ];
+        let plan = plan_selector_tags(
+            &selectors,
+            &attach,
+            &cgroups,
+            &HashMap::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            plan,
+            vec![
+                SelectorAction::Tag {
+                    id: 2,
+                    rel_path: "t/a".into(),
+                    agent: "outer".into()
+                },
+                SelectorAction::Tag {
+                    id: 4,
+                    rel_path: "t/a/b/c".into(),
+                    agent: "deep".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn selectors_tag_retag_and_untag_through_the_maps_and_explicit_tags_win() {
+        let (dir, g, maps) = governor();
+        let sel_a = dir.path().join("attach/sel-a");
+        let sel_b = dir.path().join("attach/sel-b");
+        let other = dir.path().join("attach/other");
+        for d in [&sel_a, &sel_b, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let id = |p: &Path| crate::cgroup::id_of(p).unwrap();
+        let agent_of = |p: &Path| {
+            maps.tags
+                .lock()
+                .unwrap()
+                .get(&id(p))
+                .map(|t| decode_name(&t.agent_name))
+        };
+        // sel-b is tagged by hand first.
+        g.tag(sel_b.to_str().unwrap(), "operator").unwrap();
+        let selectors = vec![("bot".to_owned(), "/attach/sel-*".to_owned())];
+        let changes = g.apply_selectors(&selectors).unwrap();
+        assert_eq!(changes.tagged, 1);
+        assert_eq!(agent_of(&sel_a).as_deref(), Some("bot"));
+        assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
+        assert_eq!(agent_of(&other), None);
+        assert!(g.is_selector_tag(id(&sel_a)));
+        // A second pass changes nothing.
+        assert!(g.apply_selectors(&selectors).unwrap().is_empty());
+
+        // A new matching cgroup is found by the next pass.
+        let sel_c = dir.path().join("attach/sel-c");
+        std::fs::create_dir_all(&sel_c).unwrap();
+        assert_eq!(g.apply_selectors(&selectors).unwrap().tagged, 1);
+        assert_eq!(agent_of(&sel_c).as_deref(), Some("bot"));
+
+        // The selector changes agent: its tags move, the explicit one stays.
+        let renamed = vec![("bot2".to_owned(), "/attach/sel-*".to_owned())];
+        assert_eq!(g.apply_selectors(&renamed).unwrap().retagged, 2);
+        assert_eq!(agent_of(&sel_a).as_deref(), Some("bot2"));
+        assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
+
+        // An operator tags a selector-made cgroup: theirs from now on.
+        g.tag(sel_c.to_str().unwrap(), "pinned").unwrap();
+        assert_eq!(agent_of(&sel_c).as_deref(), Some("pinned"));
+        assert!(!g.is_selector_tag(id(&sel_c)));
+
+        // The selector goes away: only what it made is untagged.
+        assert_eq!(g.apply_selectors(&[]).unwrap().untagged, 1);
+        assert_eq!(agent_of(&sel_a), None);
+        assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
+        assert_eq!(agent_of(&sel_c).as_deref(), Some("pinned"));
     }
 }
