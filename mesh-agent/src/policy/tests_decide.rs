@@ -622,3 +622,33 @@ fn explain_lists_the_steps() {
     });
     assert_eq!(e.rule, "no-policy");
 }
+
+#[test]
+fn architecture_example_policy_loads_and_decides() {
+    let doc = include_str!("../../../docs/ARCHITECTURE.md");
+    let section = doc.split("## 5. Policy").nth(1).unwrap_or_default();
+    let example = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap_or_default();
+    assert!(example.contains("kind: AgentPolicy"), "no example found");
+    let p = policy(example);
+    let comment = mcp_call(
+        "tools/call",
+        Some("comment_ticket"),
+        Some(r#"{"body": "ok"}"#),
+    );
+    let agent = "support-bot";
+    assert_eq!(
+        p.decide(&ctx(agent, "127.0.0.2:7001", "/", &comment)),
+        allowed("mcp[tickets].grant.write")
+    );
+    let delete = mcp_call("tools/call", Some("delete_ticket"), None);
+    assert_eq!(
+        p.decide(&ctx(agent, "127.0.0.2:7001", "/", &delete)).rule(),
+        "mcp[tickets].tools.deny[0]"
+    );
+    assert_eq!(p.budgets(agent).len(), 3);
+    assert_eq!(p.approvals(agent)[0].required, 2);
+}
