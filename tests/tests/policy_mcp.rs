@@ -282,7 +282,7 @@ fn sdk_server_policy(mode: &str) {
     assert_eq!(listed(&s[0]), set(&["add", "echo", "lookup"]), "{s:#?}");
     assert_eq!(ok(&s, 1)["text"], "5");
     let deny_rule = refused(&s, 2, |r| r == "mcp[calc].tools.deny[0]");
-    let unknown_rule = refused(&s, 3, |r| r.starts_with("mcp[calc]"));
+    let unknown_rule = refused(&s, 3, |r| r == "mcp[calc].tools.unknown");
     assert!(
         s[3]["data"]["reason"]
             .as_str()
@@ -335,10 +335,10 @@ fn sdk_server_policy(mode: &str) {
     );
     assert_eq!(listed(&s[0]), set(&["echo", "lookup"]), "{s:#?}");
     assert_eq!(ok(&s, 1)["text"], "value of k");
-    let grant_rule = refused(&s, 2, |r| r.starts_with("mcp[calc]"));
+    let grant_rule = refused(&s, 2, |r| r == "mcp[calc].grant");
     // No resources/prompts lists: nothing is allowed.
-    refused(&s, 3, |r| r.starts_with("mcp[calc]"));
-    refused(&s, 4, |r| r.starts_with("mcp[calc]"));
+    refused(&s, 3, |r| r == "mcp[calc].resources.allow");
+    refused(&s, 4, |r| r == "mcp[calc].prompts.allow");
     assert_refused_record(&mesh, &server, &reader, "tools/call", "add", &grant_rule);
     assert_hidden(&mesh, &server, &reader, "tools/list", 4);
 
@@ -359,8 +359,8 @@ fn sdk_server_policy(mode: &str) {
     );
     assert_eq!(listed(&s[0]), set(&["echo", "lookup"]), "{s:#?}");
     assert_eq!(ok(&s, 1)["text"], "value of k");
-    let write_rule = refused(&s, 2, |r| r.starts_with("mcp[calc]"));
-    refused(&s, 3, |r| r.starts_with("mcp[calc]"));
+    let write_rule = refused(&s, 2, |r| r == "mcp[calc].grant");
+    refused(&s, 3, |r| r == "mcp[calc].grant");
     assert_eq!(ok(&s, 4)["text"], "hi");
     assert_forwarded_record(&mesh, &server, &trusting, "tools/call", "lookup");
     assert_refused_record(
@@ -480,19 +480,19 @@ fn server_everything_under_an_mcp_policy() {
     );
     assert_eq!(listed(&s[0]), expected_tools, "{s:#?}");
     assert!(ok(&s, 1)["text"].as_str().is_some_and(|t| t.contains('3')));
-    let write_rule = refused(&s, 2, |r| r.starts_with("mcp[everything]"));
+    let write_rule = refused(&s, 2, |r| r == "mcp[everything].grant");
     let deny_rule = refused(&s, 3, |r| r == "mcp[everything].tools.deny[0]");
-    refused(&s, 4, |r| r.starts_with("mcp[everything]"));
+    refused(&s, 4, |r| r == "mcp[everything].tools.unknown");
     assert_eq!(
         listed(&s[5]),
         set(&["demo://resource/static/document/architecture.md"]),
         "{s:#?}"
     );
     ok(&s, 6);
-    let resource_rule = refused(&s, 7, |r| r.starts_with("mcp[everything]"));
+    let resource_rule = refused(&s, 7, |r| r == "mcp[everything].resources.allow");
     assert_eq!(listed(&s[8]), set(&["args-prompt"]), "{s:#?}");
     ok(&s, 9);
-    let prompt_rule = refused(&s, 10, |r| r.starts_with("mcp[everything]"));
+    let prompt_rule = refused(&s, 10, |r| r == "mcp[everything].prompts.allow");
 
     assert_hidden(
         &mesh,
