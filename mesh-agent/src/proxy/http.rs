@@ -269,6 +269,8 @@ impl HttpConn {
         let pending_key = self.pending_key_for_later_outcome(&call, &rparts);
         // MCP list results are filtered with the snapshot the call was
         // decided with; the call moves into the exchange only for them.
+        // Not yet: 2024-11-05 list results, which arrive on the session's GET
+        // stream (`pending_key`); their items are still refused per call.
         let list_kind = ListKind::of_method(&call.method).filter(|_| {
             call.protocol == Protocol::Mcp
                 && call.direction == Direction::ClientToServer
