@@ -12,9 +12,13 @@ use crate::{
     admin::server::{self as admin_server, Admin},
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
     cgroup,
-    config::{Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SNIFF_TIMEOUT, TAG_GC_INTERVAL},
+    config::{
+        Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RESCAN_INTERVAL, SNIFF_TIMEOUT,
+        TAG_GC_INTERVAL,
+    },
     metrics::{self, Metrics},
     policy::{PolicySet, PolicyStore},
+    policy_watch::{self, Fingerprint, PolicyReloader},
     proxy::{addr::OrigDst, tls::MeshCa, L7Settings, Proxy, ProxyParts},
     records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::{CgroupLayout, Governor},
@@ -60,6 +64,8 @@ pub fn check_privileges() -> anyhow::Result<()> {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     check_privileges()?;
+    // Taken before loading, so that a change made meanwhile is reloaded.
+    let policy_fingerprint = Fingerprint::of(&config.policy_dir);
     let policies = Arc::new(PolicyStore::new(load_policy(&config)?));
 
     for dir in [&config.attach_cgroup, &config.parent_cgroup] {
@@ -81,6 +87,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             parent_cgroup: config.parent_cgroup.clone(),
         },
     )?);
+
+    let reloader = Arc::new(PolicyReloader::new(
+        config.policy_dir.clone(),
+        policies.clone(),
+        Some(governor.clone()),
+        policy_fingerprint,
+    ));
+    // Selectors of the policy loaded at start, before the first connect.
+    policy_watch::apply_selectors(&governor, &policies);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new(Some(governor.clone())));
@@ -135,6 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         governor: governor.clone(),
         records: records.clone(),
         policies: policies.clone(),
+        reloader: reloader.clone(),
         listen: config.listen.iter().map(|a| a.to_string()).collect(),
         active: active.clone(),
     });
@@ -217,6 +233,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    tasks.push(tokio::spawn(policy_watch::watch(
+        reloader.clone(),
+        shutdown_rx.clone(),
+    )));
+    // Cgroups created after a reload are found by this rescan (5.2: governed
+    // within about a second of their creation).
+    let rescan_governor = governor.clone();
+    let rescan_policies = policies.clone();
+    let rescan = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SELECTOR_RESCAN_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let governor = rescan_governor.clone();
+            let policies = rescan_policies.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                policy_watch::apply_selectors(&governor, &policies)
+            })
+            .await;
+        }
+    });
+
     metrics.ready.store(true, Ordering::Release);
     info!("mesh-agent ready");
 
@@ -246,6 +284,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     events.abort();
     gc.abort();
+    rescan.abort();
     if let Some(l) = logger {
         l.abort();
     }

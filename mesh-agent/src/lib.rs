@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod l7;
 pub mod metrics;
 pub mod policy;
+pub mod policy_watch;
 pub mod proxy;
 pub mod records;
 pub mod state;

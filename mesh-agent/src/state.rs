@@ -719,22 +719,26 @@ impl SelectorChanges {
 }
 
 impl Governor {
-    /// Makes the tags of `selectors` (`(agent, glob)`, from
+    /// Makes the tags of the selectors (`(agent, glob)`, from
     /// [`crate::policy::PolicySet::cgroup_selectors`]) match the cgroups below
     /// the attach cgroup now: tags new matches, retags or untags what
     /// selectors tagged before and no longer ask for, and leaves explicit
     /// tags alone. A cgroup that cannot be tagged (it vanished meanwhile, an
     /// agent id collision) is logged and skipped; the next pass retries.
+    ///
+    /// `selectors` is called once the pass holds the selector lock, so that a
+    /// pass that read the selectors of an older policy can never finish after
+    /// (and undo) the pass of a newer one.
     pub fn apply_selectors(
         &self,
-        selectors: &[(String, String)],
+        selectors: impl FnOnce() -> Vec<(String, String)>,
     ) -> Result<SelectorChanges, StateError> {
         let mut made = self.selector_made.lock().unwrap_or_else(|p| p.into_inner());
+        let mut selectors = selectors();
         if selectors.is_empty() && made.is_empty() {
             // Nothing to match and nothing to undo: skip the tree walk.
             return Ok(SelectorChanges::default());
         }
-        let mut selectors = selectors.to_vec();
         selectors.sort();
         let tagged: HashMap<u64, String> = self
             .tags()?
@@ -1215,24 +1219,24 @@ mod tests {
         // sel-b is tagged by hand first.
         g.tag(sel_b.to_str().unwrap(), "operator").unwrap();
         let selectors = vec![("bot".to_owned(), "/attach/sel-*".to_owned())];
-        let changes = g.apply_selectors(&selectors).unwrap();
+        let changes = g.apply_selectors(|| selectors.clone()).unwrap();
         assert_eq!(changes.tagged, 1);
         assert_eq!(agent_of(&sel_a).as_deref(), Some("bot"));
         assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
         assert_eq!(agent_of(&other), None);
         assert!(g.is_selector_tag(id(&sel_a)));
         // A second pass changes nothing.
-        assert!(g.apply_selectors(&selectors).unwrap().is_empty());
+        assert!(g.apply_selectors(|| selectors.clone()).unwrap().is_empty());
 
         // A new matching cgroup is found by the next pass.
         let sel_c = dir.path().join("attach/sel-c");
         std::fs::create_dir_all(&sel_c).unwrap();
-        assert_eq!(g.apply_selectors(&selectors).unwrap().tagged, 1);
+        assert_eq!(g.apply_selectors(|| selectors.clone()).unwrap().tagged, 1);
         assert_eq!(agent_of(&sel_c).as_deref(), Some("bot"));
 
         // The selector changes agent: its tags move, the explicit one stays.
         let renamed = vec![("bot2".to_owned(), "/attach/sel-*".to_owned())];
-        assert_eq!(g.apply_selectors(&renamed).unwrap().retagged, 2);
+        assert_eq!(g.apply_selectors(|| renamed.clone()).unwrap().retagged, 2);
         assert_eq!(agent_of(&sel_a).as_deref(), Some("bot2"));
         assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
 
@@ -1242,7 +1246,7 @@ mod tests {
         assert!(!g.is_selector_tag(id(&sel_c)));
 
         // The selector goes away: only what it made is untagged.
-        assert_eq!(g.apply_selectors(&[]).unwrap().untagged, 1);
+        assert_eq!(g.apply_selectors(Vec::new).unwrap().untagged, 1);
         assert_eq!(agent_of(&sel_a), None);
         assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
         assert_eq!(agent_of(&sel_c).as_deref(), Some("pinned"));

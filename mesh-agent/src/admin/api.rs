@@ -12,6 +12,8 @@ pub const EXEC: &str = "/v1/exec";
 pub const EXEC_ATTACH: &str = "/v1/exec/attach";
 pub const EXEC_DONE: &str = "/v1/exec/done";
 pub const RECORDS: &str = "/v1/records";
+pub const POLICY_RELOAD: &str = "/v1/policy/reload";
+pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusResponse {
@@ -20,6 +22,14 @@ pub struct StatusResponse {
     pub attach_cgroup: String,
     pub parent_cgroup: String,
     pub policy_agents: Vec<String>,
+    /// The policy in force: its generation (1 at start, +1 per reload that
+    /// was put in force), when it was loaded (Unix ms) and where from.
+    #[serde(default)]
+    pub policy_generation: u64,
+    #[serde(default)]
+    pub policy_loaded_unix_ms: u64,
+    #[serde(default)]
+    pub policy_dir: String,
     pub active_connections: usize,
     pub agents: Vec<AgentStatus>,
 }
@@ -72,4 +82,44 @@ pub struct RecordsResponse {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// `POST /v1/policy/reload` (no body). `ok`: the new policy is in force with
+/// `generation`; else `errors` says why and `generation` is the one still in
+/// force. A refused reload is answered 422.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub ok: bool,
+    pub generation: u64,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<PolicyErrorBody>,
+    /// Every error, one `file:line:col: message` per line (what clients that
+    /// only read `error` show).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One policy error; `line` and `column` are 0 for a whole-file problem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyErrorBody {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// `file:line:col: message`.
+    pub text: String,
+}
+
+impl From<&crate::policy::PolicyError> for PolicyErrorBody {
+    fn from(e: &crate::policy::PolicyError) -> Self {
+        PolicyErrorBody {
+            file: e.file.clone(),
+            line: e.line,
+            column: e.column,
+            message: e.message.clone(),
+            text: e.to_string(),
+        }
+    }
 }

@@ -49,12 +49,52 @@ impl AdminClient {
         self.call(Method::POST, path, Bytes::from(bytes)).await
     }
 
+    /// Like [`AdminClient::post`], but an answer with status `also` is
+    /// returned as `R` too (an endpoint whose refusals carry details).
+    pub async fn post_accepting<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        also: StatusCode,
+    ) -> Result<(StatusCode, R), ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (status, bytes) = self
+            .exchange(Method::POST, path, Bytes::from(bytes))
+            .await?;
+        if status == also {
+            let r = serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(format!("{e}")))?;
+            return Ok((status, r));
+        }
+        Self::decode(status, &bytes).map(|r| (status, r))
+    }
+
     async fn call<R: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Bytes,
     ) -> Result<R, ClientError> {
+        let (status, bytes) = self.exchange(method, path, body).await?;
+        Self::decode(status, &bytes)
+    }
+
+    fn decode<R: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<R, ClientError> {
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("daemon answered {status}"));
+            return Err(ClientError::Refused { status, message });
+        }
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -84,12 +124,6 @@ impl AdminClient {
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| format!("daemon answered {status}"));
-            return Err(ClientError::Refused { status, message });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
+        Ok((status, bytes))
     }
 }

@@ -11,7 +11,8 @@ use tokio::{net::UnixListener, sync::watch};
 use super::api::*;
 use crate::{
     config::ADMIN_MAX_BODY_BYTES,
-    policy::PolicyStore,
+    policy::{ExplainQuery, PolicyStore},
+    policy_watch::PolicyReloader,
     proxy::ActiveConnections,
     records::RecordLog,
     state::{Governor, StateError},
@@ -21,6 +22,7 @@ pub struct Admin {
     pub governor: Arc<Governor>,
     pub records: Arc<RecordLog>,
     pub policies: Arc<PolicyStore>,
+    pub reloader: Arc<PolicyReloader>,
     pub listen: Vec<String>,
     pub active: ActiveConnections,
 }
@@ -238,7 +240,51 @@ impl Admin {
                     },
                 )
             }
+            (Method::POST, POLICY_RELOAD) => self.reload().await,
+            (Method::POST, POLICY_EXPLAIN) => match body::<ExplainQuery>(req).await {
+                // Against the policy in force, as the proxy would decide.
+                Ok(query) => json(StatusCode::OK, &self.policies.snapshot().explain(&query)),
+                Err(reply) => reply,
+            },
             (_, p) => error(StatusCode::NOT_FOUND, format!("no such endpoint {p}")),
+        }
+    }
+
+    async fn reload(&self) -> Reply {
+        let reloader = self.reloader.clone();
+        // Reads files and walks the cgroup tree (selectors): not on the runtime.
+        let outcome =
+            tokio::task::spawn_blocking(move || reloader.reload("meshctl policy reload")).await;
+        match outcome {
+            Ok(Ok(reloaded)) => json(
+                StatusCode::OK,
+                &ReloadResponse {
+                    ok: true,
+                    generation: reloaded.generation,
+                    agents: reloaded.agents,
+                    errors: Vec::new(),
+                    error: None,
+                },
+            ),
+            Ok(Err(errors)) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ReloadResponse {
+                    ok: false,
+                    generation: self.policies.generation(),
+                    agents: self
+                        .policies
+                        .snapshot()
+                        .agents()
+                        .map(str::to_owned)
+                        .collect(),
+                    errors: errors.0.iter().map(PolicyErrorBody::from).collect(),
+                    error: Some(errors.to_string()),
+                },
+            ),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed: {e}"),
+            ),
         }
     }
 
@@ -259,6 +305,9 @@ impl Admin {
                             .agents()
                             .map(str::to_owned)
                             .collect(),
+                        policy_generation: self.policies.generation(),
+                        policy_loaded_unix_ms: self.reloader.loaded_unix_ms(),
+                        policy_dir: self.reloader.dir().display().to_string(),
                         active_connections: self.active.count(),
                         agents,
                     },

@@ -17,6 +17,7 @@ use mesh_agent::{
         client::{AdminClient, ClientError},
     },
     config::DEFAULT_ADMIN_SOCKET,
+    policy::{ExplainQuery, Explanation, PolicySet},
     records::ConnectionRecord,
 };
 
@@ -70,6 +71,11 @@ enum Command {
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
+    /// Check, reload and explain policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Connection records.
     Audit {
         #[command(subcommand)]
@@ -84,6 +90,38 @@ enum AuditCommand {
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy files of DIR without a daemon; lists every error
+    /// as file:line:col: message.
+    Check { dir: PathBuf },
+    /// Make the daemon reload its policy directory now.
+    Reload,
+    /// Which rule would decide a tool call, against the policy in force.
+    Explain {
+        #[arg(long)]
+        agent: String,
+        /// An MCP server's name in the agent's policy, or its host:port.
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        tool: String,
+        /// The call's arguments, a JSON object (for `when` conditions).
+        #[arg(long, value_parser = parse_args_json)]
+        args: Option<serde_json::Value>,
+    },
+}
+
+/// `--args`: a JSON object; a parse error is a usage error (exit 2).
+fn parse_args_json(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("expected a JSON object, e.g. '{\"amount\": 10}'".into());
+    }
+    Ok(value)
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -198,10 +236,130 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 print_records(&r.records);
             }
         }
+        Command::Policy { command } => return policy(&client, command, json).await,
         Command::Exec { agent, cmd } => return exec(&client, agent, cmd).await,
         Command::ExecGate { fd, cmd } => return Ok(exec_gate(*fd, cmd)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn policy(
+    client: &AdminClient,
+    command: &PolicyCommand,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
+    match command {
+        PolicyCommand::Check { dir } => Ok(policy_check(dir, json)),
+        PolicyCommand::Reload => {
+            let (_, r): (_, ReloadResponse) = client
+                .post_accepting(
+                    api::POLICY_RELOAD,
+                    &serde_json::json!({}),
+                    hyper::StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await?;
+            if json {
+                print_json(&r);
+            } else if r.ok {
+                println!(
+                    "policy reloaded: generation {}, {} agent{}: {}",
+                    r.generation,
+                    r.agents.len(),
+                    plural(r.agents.len()),
+                    r.agents.join(", ")
+                );
+            } else {
+                eprintln!(
+                    "meshctl: policy reload refused ({} error{}); generation {} stays in force:",
+                    r.errors.len(),
+                    plural(r.errors.len()),
+                    r.generation
+                );
+                for e in &r.errors {
+                    eprintln!("{}", e.text);
+                }
+            }
+            Ok(if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
+        }
+        PolicyCommand::Explain {
+            agent,
+            server,
+            tool,
+            args,
+        } => {
+            let e: Explanation = client
+                .post(
+                    api::POLICY_EXPLAIN,
+                    &ExplainQuery {
+                        agent: agent.clone(),
+                        server: server.clone(),
+                        tool: tool.clone(),
+                        args: args.clone(),
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&e);
+            } else {
+                println!("decision: {}", e.decision);
+                println!("rule:     {}", e.rule);
+                if let Some(reason) = &e.reason {
+                    println!("reason:   {reason}");
+                }
+                if !e.steps.is_empty() {
+                    println!("steps:");
+                    for (i, step) in e.steps.iter().enumerate() {
+                        println!("  {}. {step}", i + 1);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `meshctl policy check DIR`: local, no daemon.
+fn policy_check(dir: &std::path::Path, json: bool) -> ExitCode {
+    match PolicySet::load_dir(dir) {
+        Ok(set) => {
+            let agents: Vec<&str> = set.agents().collect();
+            if json {
+                print_json(&serde_json::json!({ "ok": true, "dir": dir, "agents": agents }));
+            } else {
+                println!(
+                    "{}: ok, {} agent{}{}{}",
+                    dir.display(),
+                    agents.len(),
+                    plural(agents.len()),
+                    if agents.is_empty() { "" } else { ": " },
+                    agents.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            if json {
+                let list: Vec<PolicyErrorBody> =
+                    errors.0.iter().map(PolicyErrorBody::from).collect();
+                print_json(&serde_json::json!({ "ok": false, "dir": dir, "errors": list }));
+            } else {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "meshctl: {} error{} in {}",
+                    errors.0.len(),
+                    plural(errors.0.len()),
+                    dir.display()
+                );
+            }
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -396,6 +554,12 @@ fn print_status(s: &StatusResponse) {
             s.policy_agents.join(", ")
         }
     );
+    println!(
+        "policy: generation {}, loaded {} from {}",
+        s.policy_generation,
+        describe_time(s.policy_loaded_unix_ms),
+        s.policy_dir
+    );
     println!();
     if s.agents.is_empty() {
         println!("no governed agents");
@@ -480,5 +644,58 @@ fn print_records(records: &[ConnectionRecord]) {
             r.bytes_to_client,
             r.reason.as_deref().or(r.rule.as_deref()).unwrap_or("")
         );
+    }
+}
+
+/// `2026-01-02 03:04:05 UTC (12s ago)`; no time zone database needed.
+fn describe_time(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "at an unknown time".into();
+    }
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let now = mesh_agent::records::unix_ms(std::time::SystemTime::now());
+    let ago = now.saturating_sub(unix_ms) / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC ({ago}s ago)",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn args_must_be_a_json_object() {
+        assert!(parse_args_json(r#"{"a": 1}"#).is_ok());
+        let err = parse_args_json("{a: 1}").unwrap_err();
+        assert!(err.contains("key must be a string"), "{err}");
+        assert!(parse_args_json("[1]").is_err());
     }
 }
