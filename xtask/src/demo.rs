@@ -270,7 +270,9 @@ pub fn demo() -> Result<ExitCode> {
 
     step(
         5,
-        "An MCP agent (the official Python SDK client) calls tools: the mesh parses every call",
+        "An MCP agent (the official Python SDK client): the mesh parses every call and applies \
+         the policy: tools/list shows only the tools it may use, a write tool and an argument \
+         the condition refuses get JSON-RPC errors naming the rule",
     );
     let venv_python = crate::peers::peers_dir().join("venv/bin/python");
     let scripts = repo_root().join("tests/peers");
@@ -307,7 +309,23 @@ pub fn demo() -> Result<ExitCode> {
         "--mode",
         "auto",
         "--script",
-        "basic",
+        "steps",
+        "--steps",
+        r#"[{"op":"list_tools"},
+            {"op":"call_tool","name":"add","args":{"a":2,"b":3}},
+            {"op":"call_tool","name":"add","args":{"a":5000,"b":1}},
+            {"op":"call_tool","name":"remove","args":{"key":"x"}}]"#,
+    ]))?;
+    // Why, without making the call: the same decision, step by step.
+    show(&mut meshctl(&[
+        "policy",
+        "explain",
+        "--agent",
+        "demo",
+        "--server",
+        "demo-tools",
+        "--tool",
+        "remove",
     ]))?;
 
     step(
