@@ -180,9 +180,9 @@ impl PolicyReloader {
                 return Err(errors);
             }
         };
-        // TODO: carry the tool annotations learnt from `tools/list` across the
-        // swap once the policy engine offers it (`PolicySet::with_annotations_from`
-        // or similar); until then a reload forgets them.
+        // What servers said about their tools (`tools/list` annotations,
+        // for `trust_annotations`) is not policy: it carries over.
+        let next = next.with_annotations_from(&self.store.snapshot());
         let agents: Vec<String> = next.agents().map(str::to_owned).collect();
         let generation = self.store.replace(next);
         state.loaded_unix_ms = unix_ms(SystemTime::now());
@@ -295,9 +295,15 @@ mod tests {
         assert!(!r.changed());
         std::fs::write(dir.0.join("b.yml"), VALID_B).unwrap();
         assert!(r.changed());
+        let before = r.store.snapshot();
         let ok = r.reload("test").unwrap();
         assert_eq!(ok.generation, 2);
         assert_eq!(ok.agents, vec!["a", "b"]);
+        // Tool annotations learned under the old set carry over.
+        assert!(Arc::ptr_eq(
+            before.annotations(),
+            r.store.snapshot().annotations()
+        ));
         assert!(!r.changed());
 
         std::fs::write(
