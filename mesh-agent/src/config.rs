@@ -58,6 +58,10 @@ pub const POLICY_SETTLE_TIME: Duration = Duration::from_millis(150);
 /// `match.cgroup` selectors.
 pub const SELECTOR_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// In `data_dir`: which tags policy selectors made, so that a restarted
+/// daemon undoes them (and only them) when a selector changes.
+pub const SELECTOR_RECORD_FILE: &str = "selector-tags.json";
+
 /// How long a stopping daemon lets connections in flight finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).

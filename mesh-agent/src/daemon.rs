@@ -13,8 +13,8 @@ use crate::{
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
     cgroup,
     config::{
-        Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RESCAN_INTERVAL, SNIFF_TIMEOUT,
-        TAG_GC_INTERVAL,
+        Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE,
+        SELECTOR_RESCAN_INTERVAL, SNIFF_TIMEOUT, TAG_GC_INTERVAL,
     },
     metrics::{self, Metrics},
     policy::{PolicySet, PolicyStore},
@@ -79,14 +79,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("setting up the kernel programs")?;
     let maps = loaded.maps.clone();
-    let governor = Arc::new(Governor::new(
+    let mut governor = Governor::new(
         maps.clone() as Arc<dyn GovernanceMaps>,
         CgroupLayout {
             cgroup_root: config.cgroup_root.clone(),
             attach_cgroup: config.attach_cgroup.clone(),
             parent_cgroup: config.parent_cgroup.clone(),
         },
-    )?);
+    )?;
+    let adopted = governor.remember_selector_tags_in(config.data_dir.join(SELECTOR_RECORD_FILE))?;
+    if adopted > 0 {
+        info!(
+            tags = adopted,
+            "selector tags of the previous run taken over"
+        );
+    }
+    let governor = Arc::new(governor);
 
     let reloader = Arc::new(PolicyReloader::new(
         config.policy_dir.clone(),

@@ -131,9 +131,22 @@ pub struct Governor {
     /// Tags made by policy selectors (cgroup id -> agent), so that a reload
     /// that drops or changes a selector undoes exactly those. Its lock also
     /// serialises selector passes with explicit tag/untag, so that neither
-    /// overwrites the other. In memory: after a restart, the selectors' old
-    /// tags count as explicit until the operator untags them.
+    /// overwrites the other. Kept in `selector_record` too, so that a
+    /// restarted daemon still tells them from explicit tags.
     selector_made: Mutex<HashMap<u64, String>>,
+    selector_record: Option<PathBuf>,
+}
+
+/// The file form of [`Governor::selector_made`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SelectorRecord {
+    tags: Vec<SelectorRecordEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SelectorRecordEntry {
+    cgroup_id: u64,
+    agent: String,
 }
 
 impl Governor {
@@ -153,6 +166,7 @@ impl Governor {
             retired: Mutex::new(HashMap::new()),
             exec_seq: AtomicU64::new(0),
             selector_made: Mutex::new(HashMap::new()),
+            selector_record: None,
         })
     }
 
@@ -197,7 +211,9 @@ impl Governor {
             }
         }
         self.tag_id(&path, id, agent)?;
-        made.remove(&id);
+        if made.remove(&id).is_some() {
+            self.save_selector_record(&made);
+        }
         Ok((path, id))
     }
 
@@ -249,7 +265,9 @@ impl Governor {
         self.untag_id(id, &path)?;
         // A selector that still matches tags it again on its next pass:
         // to stop that, change the policy.
-        made.remove(&id);
+        if made.remove(&id).is_some() {
+            self.save_selector_record(&made);
+        }
         Ok(path)
     }
 
@@ -764,6 +782,9 @@ impl Governor {
             })
             .collect();
         let plan = plan_selector_tags(&selectors, &attach, &cgroups, &tagged, &made);
+        if plan.is_empty() {
+            return Ok(SelectorChanges::default());
+        }
         let mut changes = SelectorChanges::default();
         let full = |rel: &str| root.join(rel);
         for action in plan {
@@ -822,7 +843,73 @@ impl Governor {
                 }
             }
         }
+        self.save_selector_record(&made);
         Ok(changes)
+    }
+
+    /// Keeps the list of selector-made tags in `path` (in `data_dir`) and
+    /// takes over the tags a previous daemon's selectors made, those still
+    /// tagged for the same agent. A missing or unreadable file is an empty
+    /// list (its tags then count as explicit: never untagged by a selector).
+    /// Returns how many tags were taken over.
+    pub fn remember_selector_tags_in(&mut self, path: PathBuf) -> Result<usize, StateError> {
+        let record: SelectorRecord = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable selector record");
+                SelectorRecord::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SelectorRecord::default(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable selector record");
+                SelectorRecord::default()
+            }
+        };
+        let tags = self.tags()?;
+        let made: HashMap<u64, String> = record
+            .tags
+            .into_iter()
+            .filter(|e| {
+                tags.get(&e.cgroup_id)
+                    .is_some_and(|t| decode_name(&t.agent_name) == e.agent)
+            })
+            .map(|e| (e.cgroup_id, e.agent))
+            .collect();
+        let adopted = made.len();
+        *self
+            .selector_made
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner()) = made;
+        self.selector_record = Some(path);
+        Ok(adopted)
+    }
+
+    /// Writes the selector-made tags to the record (write aside, rename);
+    /// a failure is logged: the tags themselves are in the kernel's maps.
+    fn save_selector_record(&self, made: &HashMap<u64, String>) {
+        let Some(path) = &self.selector_record else {
+            return;
+        };
+        let mut tags: Vec<SelectorRecordEntry> = made
+            .iter()
+            .map(|(id, agent)| SelectorRecordEntry {
+                cgroup_id: *id,
+                agent: agent.clone(),
+            })
+            .collect();
+        tags.sort_by_key(|e| e.cgroup_id);
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let aside = path.with_extension("json.tmp");
+            let bytes = serde_json::to_vec_pretty(&SelectorRecord { tags })
+                .map_err(std::io::Error::other)?;
+            std::fs::write(&aside, bytes)?;
+            std::fs::rename(&aside, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %path.display(), error = %e, "saving the selector record");
+        }
     }
 
     /// Whether a selector (not an operator) tagged cgroup `id`.
@@ -1250,5 +1337,35 @@ mod tests {
         assert_eq!(agent_of(&sel_a), None);
         assert_eq!(agent_of(&sel_b).as_deref(), Some("operator"));
         assert_eq!(agent_of(&sel_c).as_deref(), Some("pinned"));
+    }
+
+    #[test]
+    fn a_restarted_governor_still_knows_which_tags_selectors_made() {
+        let (dir, g, maps) = governor();
+        let record = dir.path().join("data/selector-tags.json");
+        let layout = g.layout().clone();
+        let mut g = g;
+        assert_eq!(g.remember_selector_tags_in(record.clone()).unwrap(), 0);
+        let sel = dir.path().join("attach/sel-a");
+        let hand = dir.path().join("attach/sel-b");
+        std::fs::create_dir_all(&sel).unwrap();
+        std::fs::create_dir_all(&hand).unwrap();
+        g.tag(hand.to_str().unwrap(), "bot").unwrap();
+        let selectors = vec![("bot".to_owned(), "/attach/sel-*".to_owned())];
+        assert_eq!(g.apply_selectors(|| selectors.clone()).unwrap().tagged, 1);
+        assert!(record.exists());
+
+        // A new daemon over the same (pinned) maps.
+        drop(g);
+        let mut again = Governor::new(maps.clone(), layout).unwrap();
+        assert_eq!(again.remember_selector_tags_in(record).unwrap(), 1);
+        let id = |p: &Path| crate::cgroup::id_of(p).unwrap();
+        assert!(again.is_selector_tag(id(&sel)));
+        assert!(!again.is_selector_tag(id(&hand)));
+        // The selector is gone after the restart: only its own tag goes.
+        assert_eq!(again.apply_selectors(Vec::new).unwrap().untagged, 1);
+        let tags = maps.tags.lock().unwrap();
+        assert!(!tags.contains_key(&id(&sel)));
+        assert!(tags.contains_key(&id(&hand)));
     }
 }
