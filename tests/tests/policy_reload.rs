@@ -183,6 +183,34 @@ fn a_valid_change_takes_effect_without_a_restart_configmap_style() {
         "allowed after the reload"
     );
     assert_eq!(second.count(), served + 1);
+    // explain asks the daemon, against the policy in force.
+    let out = mesh.meshctl(&[
+        "--output",
+        "json",
+        "policy",
+        "explain",
+        "--agent",
+        "web",
+        "--server",
+        &second.addr.to_string(),
+        "--tool",
+        "anything",
+        "--args",
+        r#"{"n": 1}"#,
+    ]);
+    assert!(out.status.success(), "explain: {}", stderr(&out));
+    let explanation: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(explanation["decision"].is_string(), "{explanation:#}");
+    assert!(explanation["rule"].is_string(), "{explanation:#}");
+    let out = mesh.meshctl(&[
+        "policy", "explain", "--agent", "web", "--server", "s", "--tool", "t", "--args", "{n: 1}",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "bad --args is a usage error");
+    assert!(
+        stderr(&out).contains("key must be a string"),
+        "{}",
+        stderr(&out)
+    );
     let human = stdout(&mesh.meshctl(&["status"]));
     assert!(human.contains("policy: generation 2, loaded "), "{human}");
     assert!(mesh.daemon_log().contains("policy reloaded"));
