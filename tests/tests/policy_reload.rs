@@ -198,10 +198,15 @@ fn a_valid_change_takes_effect_without_a_restart_configmap_style() {
         "--args",
         r#"{"n": 1}"#,
     ]);
+    // Exit 0: allowed (the new policy allows the second server by egress,
+    // and `web` has no mcp section).
     assert!(out.status.success(), "explain: {}", stderr(&out));
     let explanation: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert!(explanation["decision"].is_string(), "{explanation:#}");
-    assert!(explanation["rule"].is_string(), "{explanation:#}");
+    assert_eq!(explanation["decision"], "allow", "{explanation:#}");
+    assert!(
+        explanation["rule"].as_str().is_some_and(|r| r.starts_with("egress.allow[")),
+        "{explanation:#}"
+    );
     let out = mesh.meshctl(&[
         "policy", "explain", "--agent", "web", "--server", "s", "--tool", "t", "--args", "{n: 1}",
     ]);

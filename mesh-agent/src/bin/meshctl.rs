@@ -99,7 +99,8 @@ enum PolicyCommand {
     Check { dir: PathBuf },
     /// Make the daemon reload its policy directory now.
     Reload,
-    /// Which rule would decide a tool call, against the policy in force.
+    /// Which rule would decide a tool call, against the policy in force;
+    /// exits 0 when it would be allowed, 1 when refused or held.
     Explain {
         #[arg(long)]
         agent: String,
@@ -317,7 +318,13 @@ async fn policy(
                     }
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            // Scriptable: `meshctl policy explain … && deploy` in a policy
+            // test passes only when the call would be allowed.
+            Ok(if e.decision == "allow" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
         }
     }
 }
