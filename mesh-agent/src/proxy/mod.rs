@@ -10,6 +10,7 @@ pub mod refuse;
 pub mod relay;
 pub mod sniff;
 pub mod tls;
+pub mod workers;
 
 use std::{
     collections::HashMap,
