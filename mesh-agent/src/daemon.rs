@@ -1,8 +1,5 @@
 //! Wires the parts together for `mesh-agent run`. Holds no logic of its own.
-use std::{
-    sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant},
-};
+use std::sync::{atomic::Ordering, Arc};
 
 use anyhow::{bail, Context as _};
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
@@ -19,7 +16,7 @@ use crate::{
     metrics::{self, Metrics},
     policy::{PolicySet, PolicyStore},
     policy_watch::{self, Fingerprint, PolicyReloader},
-    proxy::{addr::OrigDst, tls::MeshCa, L7Settings, Proxy, ProxyParts},
+    proxy::{addr::OrigDst, tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
     records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
     state::{CgroupLayout, Governor},
 };
@@ -133,15 +130,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let active = proxy.active.clone();
 
     let mut tasks = Vec::new();
+    let mut listeners = Vec::with_capacity(config.listen.len());
     for addr in &config.listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding listener {addr}"))?;
         info!(%addr, "proxy listening");
-        tasks.push(tokio::spawn(
-            proxy.clone().serve(listener, shutdown_rx.clone()),
-        ));
+        listeners.push(
+            listener
+                .into_std()
+                .with_context(|| format!("listener {addr}"))?,
+        );
     }
+    let worker_count = proxy_worker_count();
+    let workers = ProxyWorkers::start(
+        proxy.clone(),
+        &listeners,
+        worker_count,
+        shutdown_rx.clone(),
+        DRAIN_TIMEOUT,
+    )
+    .context("starting proxy workers")?;
+    // The workers hold their own descriptors of the listening sockets.
+    drop(listeners);
+    info!(workers = worker_count, "proxy workers started");
     let metrics_listener = metrics::bind(config.metrics)
         .await
         .with_context(|| format!("binding metrics {}", config.metrics))?;
@@ -278,12 +290,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    // Listeners are closed: new governed connects are refused (fail closed)
-    // while connections in flight finish.
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while active.count() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The workers close their listeners (new governed connects are refused:
+    // fail closed) and return once their connections in flight finish or
+    // the drain timeout passes.
+    let _ = tokio::task::spawn_blocking(move || workers.join()).await;
     if active.count() > 0 {
         warn!(
             remaining = active.count(),
@@ -316,6 +326,16 @@ fn load_policy(config: &Config) -> anyhow::Result<PolicySet> {
         }
         Err(errors) => bail!("invalid policy:\n{errors}"),
     }
+}
+
+/// Proxy worker threads: `MESH_PROXY_WORKERS` (a tuning knob for
+/// measurement, docs/benchmarks.md), else one per CPU.
+fn proxy_worker_count() -> usize {
+    std::env::var("MESH_PROXY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// `mesh-agent cleanup`: detach and unpin everything (uninstall).

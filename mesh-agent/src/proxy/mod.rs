@@ -11,6 +11,7 @@ pub mod refuse;
 pub mod relay;
 pub mod sniff;
 pub mod tls;
+pub mod workers;
 
 use std::{
     collections::HashMap,
@@ -181,8 +182,10 @@ impl Proxy {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
+                changed = shutdown.changed() => {
+                    // A dropped sender (the daemon is gone) also ends serving,
+                    // instead of waking this loop forever.
+                    if changed.is_err() || *shutdown.borrow() {
                         return;
                     }
                 }

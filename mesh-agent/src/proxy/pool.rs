@@ -92,18 +92,31 @@ pub enum UpstreamError {
     Request(#[from] hyper::Error),
 }
 
+/// Idle connections are kept per proxy worker (see `workers.rs`): a
+/// connection's task runs on the worker that opened it, so reusing it from
+/// that worker only keeps a request on one thread. Workers beyond this count
+/// share shards.
+const POOL_SHARDS: usize = 16;
+
 /// Pooled upstream connections.
 pub struct UpstreamPool {
     mark: Option<u32>,
-    idle: Mutex<HashMap<PoolKey, Vec<Sender>>>,
+    shards: [Mutex<HashMap<PoolKey, Vec<Sender>>>; POOL_SHARDS],
 }
 
 impl UpstreamPool {
     pub fn new(mark: Option<u32>) -> UpstreamPool {
         UpstreamPool {
             mark,
-            idle: Mutex::new(HashMap::new()),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
         }
+    }
+
+    /// This worker's idle connections.
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Sender>>> {
+        self.shards[super::workers::current() % POOL_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends `req` (its URI in origin form, with a Host header) to the key's
@@ -138,7 +151,7 @@ impl UpstreamPool {
     }
 
     fn checkout(&self, key: &PoolKey) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         let senders = idle.get_mut(key)?;
         senders.retain(|s| !s.is_closed());
         let found = senders.iter().position(|s| match s {
@@ -153,7 +166,7 @@ impl UpstreamPool {
     }
 
     fn checkin(&self, key: &PoolKey, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         let senders = idle.entry(key.clone()).or_default();
         if senders.len() < MAX_IDLE_PER_KEY {
             senders.push(sender);
