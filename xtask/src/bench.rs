@@ -20,10 +20,19 @@
 //! over HTTP with `oha`: directly to an nginx backend, through nginx as an
 //! HTTP reverse proxy, and through mesh-agent parsing every call.
 //!
+//! A third part (`bench_policy.rs`) measures the policy engine in-process,
+//! with no daemon and no network: the divan benchmark
+//! `mesh-agent/benches/policy.rs` (decision latency for a `tools/call`
+//! against 1,000 agents x 50 rules, reload time of that set) and the
+//! allocation test `mesh-agent/tests/policy_alloc.rs` (an allowed decision
+//! makes no heap allocation).
+//!
 //! `MESH_BENCH_REPS` and `MESH_BENCH_SECONDS` shorten a run while working on
-//! the harness; the document then says so. `MESH_BENCH_ONLY=tcp` or
-//! `MESH_BENCH_ONLY=mcp` runs one part only and writes its report to
-//! `target/bench/benchmarks.md`, leaving docs/benchmarks.md alone.
+//! the harness; the document then says so (they do not apply to the policy
+//! part, whose sampling is the benchmark's own). `MESH_BENCH_ONLY=tcp`,
+//! `MESH_BENCH_ONLY=mcp` or `MESH_BENCH_ONLY=policy` runs one part only and
+//! writes its report to `target/bench/benchmarks.md`, leaving
+//! docs/benchmarks.md alone.
 //! For diagnosis, `MESH_BENCH_RUST_LOG` replaces the daemon's `RUST_LOG=info`
 //! and `MESH_WORKER_THREADS` (read by the daemon) sets its tokio workers; the
 //! document then says the run was a diagnostic one.
@@ -46,6 +55,8 @@ use anyhow::{bail, ensure, Context as _, Result};
 
 #[path = "bench_mcp.rs"]
 mod mcp;
+#[path = "bench_policy.rs"]
+mod policy;
 
 use crate::setup::{ensure_setup, Want};
 use crate::util::{
@@ -107,13 +118,27 @@ impl Target {
     }
 }
 
-/// The two parts of a run.
+/// The three parts of a run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Part {
     /// Opaque TCP: mesh-bench against echo and sink servers, daemon memory.
     Tcp,
     /// MCP tools/call over HTTP with oha (bench_mcp.rs).
     Mcp,
+    /// Policy decisions in-process: divan benchmark, allocation test
+    /// (bench_policy.rs).
+    Policy,
+}
+
+impl Part {
+    /// Its `MESH_BENCH_ONLY` value.
+    fn name(self) -> &'static str {
+        match self {
+            Part::Tcp => "tcp",
+            Part::Mcp => "mcp",
+            Part::Policy => "policy",
+        }
+    }
 }
 
 /// Run length, from the environment for quick runs of the harness itself.
@@ -139,7 +164,8 @@ impl Params {
             Err(_) | Ok("") | Ok("all") => None,
             Ok("tcp") => Some(Part::Tcp),
             Ok("mcp") => Some(Part::Mcp),
-            Ok(v) => bail!("MESH_BENCH_ONLY={v}: expected tcp or mcp"),
+            Ok("policy") => Some(Part::Policy),
+            Ok(v) => bail!("MESH_BENCH_ONLY={v}: expected tcp, mcp or policy"),
         };
         let p = Params {
             reps: var("MESH_BENCH_REPS", REPS)?,
@@ -224,6 +250,7 @@ pub fn run_bench() -> Result<ExitCode> {
     } else {
         None
     };
+    let policy = params.runs(Part::Policy).then(|| policy::run(&env));
 
     let logs = scan_daemon_logs(&daemon_logs);
     let doc = render(&Report {
@@ -231,6 +258,7 @@ pub fn run_bench() -> Result<ExitCode> {
         env: &env,
         tcp: tcp.as_ref(),
         mcp: mcp.as_ref(),
+        policy: policy.as_ref(),
         logs: &logs,
         elapsed: started.elapsed(),
         load_at_start,
@@ -249,7 +277,8 @@ pub fn run_bench() -> Result<ExitCode> {
     );
     let failed = tcp.as_ref().is_some_and(|t| {
         t.runs.iter().any(|r| !r.errors.is_empty()) || t.memory.iter().any(|(_, m)| m.is_err())
-    }) || mcp.as_ref().is_some_and(mcp::McpPart::failed);
+    }) || mcp.as_ref().is_some_and(mcp::McpPart::failed)
+        || policy.as_ref().is_some_and(policy::PolicyPart::failed);
     Ok(if failed {
         eprintln!(
             "bench: some measurements failed; see the Problems section of {}",
@@ -1465,6 +1494,7 @@ struct Report<'a> {
     env: &'a Env,
     tcp: Option<&'a TcpPart>,
     mcp: Option<&'a mcp::McpPart>,
+    policy: Option<&'a policy::PolicyPart>,
     logs: &'a LogScan,
     elapsed: Duration,
     load_at_start: String,
@@ -1598,6 +1628,12 @@ fn render(rep: &Report) -> String {
                 m.elapsed.as_secs_f64() / 60.0
             )
         }),
+        rep.policy.map(|m| {
+            format!(
+                "[policy decisions](#policy-decisions) {:.1} min",
+                m.elapsed.as_secs_f64() / 60.0
+            )
+        }),
     ]
     .into_iter()
     .flatten()
@@ -1613,7 +1649,7 @@ fn render(rep: &Report) -> String {
         let _ = writeln!(
             d,
             "**Partial run** (`MESH_BENCH_ONLY={}`): only that part was measured.\n",
-            if only == Part::Tcp { "tcp" } else { "mcp" }
+            only.name()
         );
     }
     let overrides = daemon_overrides();
@@ -1647,6 +1683,9 @@ fn render(rep: &Report) -> String {
         rep.mcp
             .and_then(|m| m.other_cpu)
             .map(|o| format!("MCP part {:.1}% / {:.1}%", o.other, o.steal)),
+        rep.policy
+            .and_then(|m| m.other_cpu)
+            .map(|o| format!("policy part {:.1}% / {:.1}%", o.other, o.steal)),
     ]
     .into_iter()
     .flatten()
@@ -1685,6 +1724,9 @@ fn render(rep: &Report) -> String {
     }
     if let Some(m) = rep.mcp {
         mcp::render(&mut d, p, nproc, m);
+    }
+    if let Some(m) = rep.policy {
+        policy::render(&mut d, m);
     }
 
     // Daemon logs and problems.
@@ -1736,6 +1778,7 @@ fn render(rep: &Report) -> String {
                 .filter_map(|(relay, m)| m.as_ref().err().map(|e| format!("memory ({relay}): {e:#}"))),
         )
         .chain(rep.mcp.map(mcp::McpPart::problems).unwrap_or_default())
+        .chain(rep.policy.map(policy::PolicyPart::problems).unwrap_or_default())
         .collect();
     if !problems.is_empty() {
         let _ = writeln!(d, "## Problems\n");
