@@ -1690,14 +1690,20 @@ fn render(rep: &Report) -> String {
     .into_iter()
     .flatten()
     .collect();
+    // Only the TCP and MCP parts have per-measurement columns and daemons.
+    let daemon_parts = rep.tcp.is_some() || rep.mcp.is_some();
     if !other.is_empty() {
         let _ = writeln!(
             d,
             "- CPU taken by other work while the run lasted, in % of all {nproc} CPUs: inside this machine \
              (its user + system time from /proc/stat, less this run's processes and kernel threads) / by \
-             the hypervisor for others (steal time): {}; per measurement in the \"other CPU / steal %\" \
-             columns below",
-            other.join(", ")
+             the hypervisor for others (steal time): {}{}",
+            other.join(", "),
+            if daemon_parts {
+                "; per measurement in the \"other CPU / steal %\" columns below"
+            } else {
+                ""
+            }
         );
     }
     if let Some(v) = rep
@@ -1729,22 +1735,24 @@ fn render(rep: &Report) -> String {
         policy::render(&mut d, m);
     }
 
-    // Daemon logs and problems.
-    let _ = writeln!(d, "## Daemon log\n");
-    if rep.logs.lines == 0 {
-        let _ = writeln!(d, "No warnings or errors in the daemon logs of this run.\n");
-    } else {
-        let _ = writeln!(
-            d,
-            "{} warning/error lines in the daemon logs of this run ({} distinct):\n",
-            rep.logs.lines,
-            rep.logs.distinct.len()
-        );
-        for (msg, n) in rep.logs.distinct.iter().take(15) {
-            let msg: String = msg.chars().take(300).collect();
-            let _ = writeln!(d, "- {n}× `{}`", msg.replace('`', "'"));
+    // Daemon logs (only the TCP and MCP parts start daemons) and problems.
+    if daemon_parts {
+        let _ = writeln!(d, "## Daemon log\n");
+        if rep.logs.lines == 0 {
+            let _ = writeln!(d, "No warnings or errors in the daemon logs of this run.\n");
+        } else {
+            let _ = writeln!(
+                d,
+                "{} warning/error lines in the daemon logs of this run ({} distinct):\n",
+                rep.logs.lines,
+                rep.logs.distinct.len()
+            );
+            for (msg, n) in rep.logs.distinct.iter().take(15) {
+                let msg: String = msg.chars().take(300).collect();
+                let _ = writeln!(d, "- {n}× `{}`", msg.replace('`', "'"));
+            }
+            let _ = writeln!(d);
         }
-        let _ = writeln!(d);
     }
     let no_runs: &[RunResult] = &[];
     let no_memory: &MemoryResults = &Vec::new();
@@ -1790,7 +1798,15 @@ fn render(rep: &Report) -> String {
     }
     let _ = writeln!(
         d,
-        "Logs of this run (daemon, nginx, servers) were in `{}`.",
+        "Logs of this run ({}) were in `{}`.",
+        [
+            daemon_parts.then_some("daemon, nginx, servers"),
+            rep.policy.map(|_| "policy benchmark and test output"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; "),
         rep.env
             .dir
             .strip_prefix(repo_root())

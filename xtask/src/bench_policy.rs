@@ -180,7 +180,11 @@ fn run_divan(env: &Env) -> Result<DivanOutput> {
         "the benchmark failed ({status}):\n{}",
         tail(&format!("{stdout}\n{stderr}"), OUTPUT_LINES)
     );
-    let divan = parse_divan(&stdout)?;
+    let mut divan = parse_divan(&stdout)?;
+    // divan prints its timer's precision on stderr.
+    if divan.timer_precision_ns.is_none() {
+        divan.timer_precision_ns = timer_precision(&stderr)?;
+    }
     ensure!(
         !divan.rows.is_empty(),
         "no benchmark rows in divan's output:\n{}",
@@ -227,7 +231,14 @@ fn classify_test(success: bool, stdout: &str, stderr: &str) -> AllocTest {
     };
     match result {
         Some(summary) if success && ran("ok") => AllocTest::Passed {
-            summary: summary.to_owned(),
+            // `test result: ok. 1 passed; 0 failed; …; finished in 0.00s`
+            summary: summary
+                .trim_start_matches("test result: ok.")
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.starts_with("finished in"))
+                .collect::<Vec<_>>()
+                .join(", "),
         },
         Some(_) if !success && ran("FAILED") => AllocTest::Failed {
             output: tail(stdout, OUTPUT_LINES),
@@ -324,12 +335,11 @@ fn kill_descendants(pid: u32) {
 /// A row is a tree branch (`├─` / `╰─`, at any depth) with six columns;
 /// group headers (a name only) and counter lines are skipped.
 fn parse_divan(stdout: &str) -> Result<DivanOutput> {
-    let mut out = DivanOutput::default();
+    let mut out = DivanOutput {
+        timer_precision_ns: timer_precision(stdout)?,
+        rows: Vec::new(),
+    };
     for line in stdout.lines() {
-        if let Some(p) = line.trim().strip_prefix("Timer precision:") {
-            out.timer_precision_ns = Some(parse_time(p.trim())?);
-            continue;
-        }
         let Some(at) = line.find("├─ ").or_else(|| line.find("╰─ ")) else {
             continue;
         };
@@ -362,6 +372,14 @@ fn parse_divan(stdout: &str) -> Result<DivanOutput> {
         out.rows.push(row);
     }
     Ok(out)
+}
+
+/// divan's `Timer precision: 26 ns` line, if `text` has one.
+fn timer_precision(text: &str) -> Result<Option<f64>> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Timer precision:"))
+        .map(|p| parse_time(p.trim()))
+        .transpose()
 }
 
 /// `84.19 ns`, `1.018 µs`, `125.1 ms`, `2 s` … as ns.
@@ -492,8 +510,8 @@ pub(super) fn render(d: &mut String, part: &PolicyPart) {
     let allowed_median = part.row(ALLOWED).map(|r| r.median_ns);
     let _ = writeln!(
         d,
-        "| decision p50 at most {}: allowed `tools/call`, 1,000 agents x 50 rules | {} | {} |",
-        fmt_duration(DECISION_P50_TARGET_NS),
+        "| decision p50 at most {} µs: allowed `tools/call`, 1,000 agents x 50 rules | {} | {} |",
+        DECISION_P50_TARGET_NS / 1e3,
         allowed_median.map_or_else(
             || "n/a".into(),
             |m| format!("{} (median sample)", fmt_duration(m))
@@ -512,9 +530,11 @@ pub(super) fn render(d: &mut String, part: &PolicyPart) {
     );
     let _ = writeln!(
         d,
-        "| reload of the whole set | {} (median) | no target; reported only |",
-        part.row(RELOAD)
-            .map_or_else(|| "n/a".into(), |r| fmt_duration(r.median_ns)),
+        "| reload of the whole set | {} | no target; reported only |",
+        part.row(RELOAD).map_or_else(
+            || "n/a".into(),
+            |r| format!("{} (median)", fmt_duration(r.median_ns))
+        ),
     );
     let _ = writeln!(d);
     if let AllocTest::Failed { output } = &part.alloc {
@@ -567,6 +587,9 @@ policy                       fastest       │ slowest       │ median        �
         assert_eq!(out.rows[0].median_ns, 1.5e9);
         assert!((out.rows[1].fastest_ns - 0.5).abs() < 1e-12);
         assert_eq!(out.timer_precision_ns, None);
+        let stderr = "     Running benches/policy.rs (target/release/deps/policy-e56a)\nTimer precision: 1.5 µs\n";
+        assert_eq!(timer_precision(stderr).unwrap(), Some(1500.0));
+        assert_eq!(timer_precision("Running").unwrap(), None);
     }
 
     #[test]
@@ -593,7 +616,7 @@ policy                       fastest       │ slowest       │ median        �
         );
         assert!(matches!(
             classify_test(true, &passed, ""),
-            AllocTest::Passed { summary } if summary.starts_with("test result: ok. 1 passed")
+            AllocTest::Passed { summary } if summary == "1 passed, 0 failed, 0 ignored"
         ));
         let failed = format!(
             "running 1 test\ntest {ALLOC_TEST} ... FAILED\n\nfailures:\n  an allowed tools/call allocated 2 times\n\ntest result: FAILED. 0 passed; 1 failed\n"
