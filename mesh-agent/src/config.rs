@@ -66,6 +66,12 @@ pub const SELECTOR_RECORD_FILE: &str = "selector-tags.json";
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).
 pub const RECORD_RING_CAPACITY: usize = 4096;
+/// Output tokens reserved for a budgeted LLM request that states no bound
+/// and whose `llm` entry sets no `max_output_tokens` (the bound is then
+/// added to the forwarded request).
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// The budget ledger's redb file in data_dir.
+pub const BUDGET_LEDGER_FILE: &str = "budgets.redb";
 /// Largest admin API request body; requests are small JSON documents.
 pub const ADMIN_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Per-direction relay buffer (and pipe size for splice).

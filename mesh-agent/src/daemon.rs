@@ -8,12 +8,13 @@ use tracing::{info, warn};
 use crate::{
     admin::server::{self as admin_server, Admin},
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
+    budget::{Ledger, SystemClock},
     cgroup,
     config::{
-        Config, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE,
+        Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE,
         SELECTOR_RESCAN_INTERVAL, SNIFF_TIMEOUT, TAG_GC_INTERVAL,
     },
-    metrics::{self, Metrics},
+    metrics::{self, BudgetSource, Metrics},
     policy::{PolicySet, PolicyStore},
     policy_watch::{self, Fingerprint, PolicyReloader},
     proxy::{addr::OrigDst, tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
@@ -103,7 +104,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     policy_watch::apply_selectors(&governor, &policies);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let metrics = Arc::new(Metrics::new(Some(governor.clone())));
+    // Budget spend survives restarts (kill -9 included) in data_dir.
+    let ledger_path = config.data_dir.join(BUDGET_LEDGER_FILE);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let ledger = Arc::new(
+        Ledger::open(&ledger_path, Arc::new(SystemClock))
+            .with_context(|| format!("opening the budget ledger {}", ledger_path.display()))?,
+    );
+    let metrics = Arc::new(Metrics::new(
+        Some(governor.clone()),
+        Some(BudgetSource {
+            policies: policies.clone(),
+            ledger: ledger.clone(),
+        }),
+    ));
     let records = Arc::new(RecordLog::new(RECORD_RING_CAPACITY));
     // The CA for `tls: terminate`; without it those connections are refused
     // (and say why), everything else still works.
@@ -120,6 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policies: policies.clone(),
         records: records.clone(),
         metrics: metrics.clone(),
+        ledger: ledger.clone(),
         upstream_mark: Some(mesh_common::MESH_SOCKET_MARK),
         l7: L7Settings {
             body_limit: config.max_body_bytes,
@@ -173,6 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reloader: reloader.clone(),
         listen: config.listen.iter().map(|a| a.to_string()).collect(),
         active: active.clone(),
+        ledger: ledger.clone(),
     });
     tasks.push(tokio::spawn(admin_server::serve(
         admin_listener,
@@ -294,6 +311,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // fail closed) and return once their connections in flight finish or
     // the drain timeout passes.
     let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+    // Settlements still queued are committed before the process ends.
+    ledger.close();
     if active.count() > 0 {
         warn!(
             remaining = active.count(),

@@ -28,7 +28,9 @@ use prometheus_client::{
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
+    budget::Ledger,
     l7::{llm::Usage, Protocol},
+    policy::PolicyStore,
     records::Verdict,
     state::{Counters, Governor},
 };
@@ -77,8 +79,21 @@ fn decision_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-7, 2.0, 15))
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+}
+
+/// Where `mesh_budget_remaining` is read from at scrape time: the budgets
+/// of the policy in force and the ledger's spend against them.
+pub struct BudgetSource {
+    pub policies: Arc<PolicyStore>,
+    pub ledger: Arc<Ledger>,
+}
+
 pub struct Metrics {
     registry: Registry,
+    cost_usd: Family<AgentLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     requests: Family<RequestLabels, Counter>,
     tool_calls: Family<ToolCallLabels, Counter>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
@@ -98,8 +113,15 @@ pub fn decision_label(verdict: Verdict) -> &'static str {
 }
 
 impl Metrics {
-    pub fn new(governor: Option<Arc<Governor>>) -> Metrics {
+    pub fn new(governor: Option<Arc<Governor>>, budgets: Option<BudgetSource>) -> Metrics {
         let mut registry = Registry::default();
+        let cost_usd =
+            Family::<AgentLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "mesh_cost_usd",
+            "Cost of settled LLM calls in USD, at the policy's prices",
+            cost_usd.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "mesh_requests",
@@ -138,8 +160,12 @@ impl Metrics {
         if let Some(governor) = governor {
             registry.register_collector(Box::new(CgroupCollector { governor }));
         }
+        if let Some(source) = budgets {
+            registry.register_collector(Box::new(BudgetCollector { source }));
+        }
         Metrics {
             registry,
+            cost_usd,
             requests,
             tool_calls,
             durations,
@@ -214,6 +240,15 @@ impl Metrics {
                     .inc_by(n);
             }
         }
+    }
+
+    /// A settled call cost `usd` (`mesh_cost_usd_total`).
+    pub fn add_cost(&self, agent: &str, usd: f64) {
+        self.cost_usd
+            .get_or_create(&AgentLabels {
+                agent: agent.to_owned(),
+            })
+            .inc_by(usd);
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -303,6 +338,48 @@ impl Collector for CgroupCollector {
     }
 }
 
+/// `mesh_budget_remaining{agent,budget,unit}`: what each budget of the
+/// policy in force has left in its window (USD for usd budgets).
+struct BudgetCollector {
+    source: BudgetSource,
+}
+
+impl std::fmt::Debug for BudgetCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BudgetCollector")
+    }
+}
+
+impl Collector for BudgetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let policy = self.source.policies.snapshot();
+        let mut m = encoder.encode_descriptor(
+            "mesh_budget_remaining",
+            "What a budget has left in its window (tokens, USD or calls)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for agent in policy.agents() {
+            for budget in policy.budgets(agent) {
+                let view = self.source.ledger.view(agent, budget);
+                let remaining = match view.unit {
+                    crate::budget::Unit::Usd => view.remaining as f64 / 1e9,
+                    crate::budget::Unit::Tokens | crate::budget::Unit::Calls => {
+                        view.remaining as f64
+                    }
+                };
+                let labels = [
+                    ("agent", agent),
+                    ("budget", &*budget.name),
+                    ("unit", view.unit.as_str()),
+                ];
+                ConstGauge::new(remaining).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -377,7 +454,7 @@ mod tests {
 
     #[test]
     fn decisions_and_tool_call_rules_are_exported() {
-        let m = Metrics::new(None);
+        let m = Metrics::new(None, None);
         m.observe_decision(3e-7);
         m.record_tool_call("a", "s:1", "add", "refuse", "mcp[s].tools.deny[0]");
         let text = m.encode().unwrap();

@@ -111,6 +111,28 @@ pub struct CallSummary {
     /// `prompts/list` result.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hidden: u32,
+    /// What the call reserved and settled against its budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSummary>,
+}
+
+/// A budgeted call's reservation and settlement.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSummary {
+    pub reserved: SpendSummary,
+    /// None: released (the call failed before it cost anything).
+    pub settled: Option<SpendSummary>,
+    /// mesh ended the response stream at the reservation.
+    #[serde(default)]
+    pub cut: bool,
+}
+
+/// An amount in every budget unit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpendSummary {
+    pub tokens: u64,
+    pub usd: f64,
+    pub calls: u64,
 }
 
 fn is_zero(n: &u32) -> bool {

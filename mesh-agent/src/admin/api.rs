@@ -14,6 +14,8 @@ pub const EXEC_DONE: &str = "/v1/exec/done";
 pub const RECORDS: &str = "/v1/records";
 pub const POLICY_RELOAD: &str = "/v1/policy/reload";
 pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
+/// `GET /v1/budgets[?agent=NAME]`.
+pub const BUDGETS: &str = "/v1/budgets";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusResponse {
@@ -122,4 +124,34 @@ impl From<&crate::policy::PolicyError> for PolicyErrorBody {
             text: e.to_string(),
         }
     }
+}
+
+/// `meshctl budget show`: every budget of the policy in force, per agent.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BudgetsResponse {
+    pub agents: Vec<AgentBudgets>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AgentBudgets {
+    pub agent: String,
+    pub budgets: Vec<BudgetEntry>,
+}
+
+/// One budget's state. Amounts are in `unit`: whole tokens or calls, or USD
+/// (a decimal number).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BudgetEntry {
+    pub name: String,
+    /// `tokens`, `usd` or `calls`.
+    pub unit: String,
+    pub limit: serde_json::Number,
+    /// Settled spend within the window.
+    pub used: serde_json::Number,
+    /// Held by calls in flight.
+    pub reserved: serde_json::Number,
+    pub remaining: serde_json::Number,
+    pub window_secs: u64,
+    /// `halt`, `quarantine` or `escalate`.
+    pub on_exhaust: String,
 }

@@ -10,6 +10,7 @@ use tokio::{net::UnixListener, sync::watch};
 
 use super::api::*;
 use crate::{
+    budget::{Ledger, Unit},
     config::ADMIN_MAX_BODY_BYTES,
     policy::{ExplainQuery, PolicyStore},
     policy_watch::PolicyReloader,
@@ -25,6 +26,7 @@ pub struct Admin {
     pub reloader: Arc<PolicyReloader>,
     pub listen: Vec<String>,
     pub active: ActiveConnections,
+    pub ledger: Arc<Ledger>,
 }
 
 /// Binds the socket: stale file removed, 0660, group `mesh-admin` when it
@@ -240,6 +242,10 @@ impl Admin {
                     },
                 )
             }
+            (Method::GET, BUDGETS) => {
+                let agent = query.split('&').find_map(|kv| kv.strip_prefix("agent="));
+                self.budgets(agent)
+            }
             (Method::POST, POLICY_RELOAD) => self.reload().await,
             (Method::POST, POLICY_EXPLAIN) => match body::<ExplainQuery>(req).await {
                 // Against the policy in force, as the proxy would decide.
@@ -248,6 +254,54 @@ impl Admin {
             },
             (_, p) => error(StatusCode::NOT_FOUND, format!("no such endpoint {p}")),
         }
+    }
+
+    /// Every budget of the policy in force (of `agent` only, if given),
+    /// with what the ledger holds against it.
+    fn budgets(&self, agent: Option<&str>) -> Reply {
+        let policy = self.policies.snapshot();
+        let mut agents: Vec<&str> = policy
+            .agents()
+            .filter(|a| agent.is_none_or(|want| want == *a))
+            .collect();
+        agents.sort_unstable();
+        if let Some(want) = agent {
+            if agents.is_empty() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no policy for agent {want}"),
+                );
+            }
+        }
+        let agents = agents
+            .into_iter()
+            .map(|name| AgentBudgets {
+                agent: name.to_owned(),
+                budgets: policy
+                    .budgets(name)
+                    .iter()
+                    .map(|b| {
+                        let view = self.ledger.view(name, b);
+                        let amount = |v: u64| match view.unit {
+                            Unit::Usd => serde_json::Number::from_f64(v as f64 / 1e9)
+                                .unwrap_or_else(|| serde_json::Number::from(0)),
+                            Unit::Tokens | Unit::Calls => serde_json::Number::from(v),
+                        };
+                        BudgetEntry {
+                            name: view.name.clone(),
+                            unit: view.unit.as_str().to_owned(),
+                            limit: amount(view.limit),
+                            used: amount(view.used),
+                            reserved: amount(view.reserved),
+                            remaining: amount(view.remaining),
+                            window_secs: view.window_secs,
+                            on_exhaust: b.on_exhaust.as_str().to_owned(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        json(StatusCode::OK, &BudgetsResponse { agents })
     }
 
     async fn reload(&self) -> Reply {

@@ -81,6 +81,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Budgets: spend against the policy's limits.
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Per agent and budget: used (settled in the window), reserved (calls
+    /// in flight), remaining, window.
+    Show {
+        #[arg(long)]
+        agent: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +250,20 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
                 print_json(&r);
             } else {
                 print_records(&r.records);
+            }
+        }
+        Command::Budget {
+            command: BudgetCommand::Show { agent },
+        } => {
+            let path = match agent {
+                Some(a) => format!("{}?agent={a}", api::BUDGETS),
+                None => api::BUDGETS.to_owned(),
+            };
+            let r: BudgetsResponse = client.get(&path).await?;
+            if json {
+                print_json(&r);
+            } else {
+                print_budgets(&r);
             }
         }
         Command::Policy { command } => return policy(&client, command, json).await,
@@ -543,6 +572,46 @@ fn exec_gate(fd: i32, cmd: &[String]) -> ExitCode {
     } else {
         126
     })
+}
+
+fn print_budgets(r: &BudgetsResponse) {
+    let rows: Vec<_> = r
+        .agents
+        .iter()
+        .flat_map(|a| a.budgets.iter().map(move |b| (&a.agent, b)))
+        .collect();
+    if rows.is_empty() {
+        println!("no budgets in the policy in force");
+        return;
+    }
+    println!(
+        "{:<20} {:<16} {:<7} {:>14} {:>14} {:>14} {:>14} {:>8}  ON EXHAUST",
+        "AGENT", "BUDGET", "UNIT", "USED", "RESERVED", "REMAINING", "LIMIT", "WINDOW"
+    );
+    for (agent, b) in rows {
+        println!(
+            "{:<20} {:<16} {:<7} {:>14} {:>14} {:>14} {:>14} {:>8}  {}",
+            agent,
+            b.name,
+            b.unit,
+            b.used.to_string(),
+            b.reserved.to_string(),
+            b.remaining.to_string(),
+            b.limit.to_string(),
+            window_text(b.window_secs),
+            b.on_exhaust
+        );
+    }
+}
+
+/// `90s`, `15m`, `24h`, `7d`: the largest unit that divides it.
+fn window_text(secs: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs >= size && secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 fn print_status(s: &StatusResponse) {

@@ -217,8 +217,9 @@ fn parse_request(api: LlmApi, body: &[u8]) -> Result<LlmRequest, L7Error> {
 
 /// Follows one LLM response, streamed or not, to the tokens it used.
 ///
-/// Holds counters only: nothing grows with the length of the stream.
-#[derive(Debug)]
+/// Holds counters only: nothing grows with the length of the stream (and a
+/// copy is cheap).
+#[derive(Clone, Debug)]
 pub struct UsageTracker {
     api: LlmApi,
     /// What the provider reported so far (Anthropic's comes in pieces).
@@ -320,6 +321,15 @@ impl UsageTracker {
     /// closed was cut.
     pub fn saw_end(&self) -> bool {
         self.saw_end
+    }
+
+    /// Output tokens so far: the provider's count where it gives one as the
+    /// stream goes (Anthropic), else one per four characters of text seen,
+    /// whichever is larger.
+    pub fn output_so_far(&self) -> u64 {
+        self.usage
+            .output_tokens
+            .max(self.output_chars.div_ceil(4))
     }
 
     /// The call's usage once the response is over. `complete` says the body
@@ -797,6 +807,26 @@ impl AnthropicUsage {
     }
 }
 
+
+/// `body` with an output bound of `max_tokens` added, in the field `api`
+/// reads (`max_completion_tokens`, `max_output_tokens`, `max_tokens`); None
+/// when the body is not a JSON object (it was classified, so it is) or
+/// already has one.
+pub fn with_output_bound(api: LlmApi, body: &[u8], max_tokens: u64) -> Option<Vec<u8>> {
+    let field = match api {
+        LlmApi::ChatCompletions => "max_completion_tokens",
+        LlmApi::Responses => "max_output_tokens",
+        LlmApi::Messages => "max_tokens",
+    };
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).ok()?;
+    if object.contains_key(field) {
+        return None;
+    }
+    object.insert(field.to_owned(), max_tokens.into());
+    serde_json::to_vec(&object).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,6 +843,38 @@ mod tests {
             estimated,
             ..Usage::default()
         }
+    }
+
+    #[test]
+    fn an_output_bound_is_added_in_the_apis_own_field() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        for (api, field) in [
+            (LlmApi::ChatCompletions, "max_completion_tokens"),
+            (LlmApi::Responses, "max_output_tokens"),
+            (LlmApi::Messages, "max_tokens"),
+        ] {
+            let out = with_output_bound(api, body, 77).expect("rewritten");
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v[field], 77, "{api:?}");
+            assert_eq!(v["model"], "m");
+            assert_eq!(v["messages"][0]["content"], "hi");
+        }
+        // Already bounded, or not an object: left alone.
+        let bounded = br#"{"model":"m","max_tokens":5}"#;
+        assert!(with_output_bound(LlmApi::Messages, bounded, 77).is_none());
+        assert!(with_output_bound(LlmApi::ChatCompletions, b"[1]", 77).is_none());
+    }
+
+    #[test]
+    fn output_so_far_counts_text_as_it_streams() {
+        let mut t = UsageTracker::new(LlmApi::ChatCompletions);
+        assert_eq!(t.output_so_far(), 0);
+        t.feed_sse_event(None, r#"{"choices":[{"delta":{"content":"abcde"}}]}"#);
+        assert_eq!(t.output_so_far(), 2);
+        t.feed_sse_event(None, r#"{"choices":[{"delta":{"content":"fgh"}}]}"#);
+        assert_eq!(t.output_so_far(), 2);
+        t.feed_sse_event(None, r#"{"choices":[{"delta":{"content":"i"}}]}"#);
+        assert_eq!(t.output_so_far(), 3);
     }
 
     /// Runs a raw SSE stream through the parser and the tracker, as the proxy

@@ -107,11 +107,15 @@ pub(super) struct LlmEndpoint {
     /// `llm[PROVIDER].models` (or `llm[INDEX].models` when the provider is
     /// listed more than once).
     pub rule: Arc<str>,
+    /// `max_output_tokens`: the output bound of budgeted requests without one.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// `a2a[]`, compiled.
 #[derive(Debug)]
 pub(super) struct A2aPeer {
+    /// The peer agent's name (`a2a[].agent`).
+    pub agent: Box<str>,
     pub address: ServerAddress,
     /// `a2a[AGENT]`.
     pub rule: Arc<str>,
@@ -267,6 +271,7 @@ pub(super) fn compile(
                     address: e.address,
                     models: e.models,
                     rule: rule.into(),
+                    max_output_tokens: e.max_output_tokens.map(|n| n.0),
                 }
             })
             .collect()
@@ -277,6 +282,7 @@ pub(super) fn compile(
             .into_iter()
             .map(|p| A2aPeer {
                 rule: format!("a2a[{}]", p.agent.0).into(),
+                agent: p.agent.0,
                 address: p.address,
             })
             .collect()

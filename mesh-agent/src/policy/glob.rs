@@ -73,7 +73,7 @@ fn char_len(lead: u8) -> usize {
 /// `pattern` and `text` are valid UTF-8; positions in `text` only ever stop
 /// on character boundaries (literal bytes match whole characters of the
 /// pattern, `?` and backtracking step one whole character).
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+pub(super) fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     // After the last `*` seen: where the pattern resumes, and where in the
     // text that `*`'s run currently ends.

@@ -6,6 +6,7 @@
 //! the file system, and only to read the files.
 
 mod annotations;
+mod budgets;
 mod compile;
 mod condition;
 mod decide;
@@ -28,6 +29,7 @@ mod tests_broken;
 mod tests_decide;
 
 pub use annotations::AnnotationStore;
+pub use budgets::BudgetScope;
 pub use compile::{
     Approval, Budget, BudgetLimit, Price, Quarantine, QuarantineTrigger, RULE_A2A_UNDECLARED,
     RULE_LLM_UNDECLARED, RULE_MCP_UNDECLARED,

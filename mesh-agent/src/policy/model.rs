@@ -144,6 +144,10 @@ pub(crate) struct LlmSpec {
     pub address: ServerAddress,
     #[serde(default)]
     pub models: Vec<Glob>,
+    /// Output tokens reserved for a budgeted call whose request states no
+    /// bound (`max_tokens` and kin); mesh then adds this bound to the
+    /// request it forwards. Default 4096.
+    pub max_output_tokens: Option<PositiveInt>,
 }
 
 /// Which API an LLM endpoint speaks.
@@ -217,12 +221,22 @@ pub(crate) struct LimitSpec {
 }
 
 /// What happens when a budget is used up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, DeriveDeserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, DeriveDeserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExhaust {
     Halt,
     Quarantine,
     Escalate,
+}
+
+impl OnExhaust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhaust::Halt => "halt",
+            OnExhaust::Quarantine => "quarantine",
+            OnExhaust::Escalate => "escalate",
+        }
+    }
 }
 
 /// `approvals[]`.

@@ -8,7 +8,8 @@
 //! response is never buffered as a whole: the inspector keeps a bounded copy
 //! of a JSON response (to read its outcome) and parses SSE event by event.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
+    future::Future,
     convert::Infallible,
     net::SocketAddr,
     pin::Pin,
@@ -27,16 +28,18 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     addr::OrigDst,
+    budget::{self as charge, BudgetRefusal, Charge},
     filter::{self, ListRewrite, SseEventSplitter},
     pool::{BoxError, PoolKey, ProxyBody, UpstreamError, UpstreamTls},
     refuse::{self, Framing},
     Conn, Proxy,
 };
 use crate::{
+    budget::{Commit, Spend},
     l7::{
         jsonrpc::{self, Message},
         llm::{LlmApi, Usage, UsageTracker},
@@ -45,7 +48,7 @@ use crate::{
         sse::{SseEvent, SseParser},
         Call, Direction, L7Error, Outcome, OutcomeStatus, Protocol, RpcId,
     },
-    policy::{CallContext, Decision, DecisionPoint, ListKind, PolicySet},
+    policy::{CallContext, Decision, DecisionPoint, ListKind, OnExhaust, PolicySet},
     records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
 };
 
@@ -136,11 +139,12 @@ impl HttpConn {
             reason: None,
             list: None,
             forced_outcome: None,
+            charge: None,
         };
 
         // The body, when its content decides policy.
         let limit = self.proxy.l7.body_limit;
-        let (inspected, upstream_body): (Bytes, ProxyBody) = if request::wants_body(&parts) {
+        let (inspected, mut upstream_body): (Bytes, ProxyBody) = if request::wants_body(&parts) {
             match read_limited(body, &parts.headers, limit).await {
                 Ok(bytes) => (
                     bytes.clone(),
@@ -250,6 +254,26 @@ impl HttpConn {
             }
         }
 
+        // Budgets: the call's maximum cost is reserved before it is
+        // forwarded (ARCHITECTURE.md 5.3).
+        if let Some(scope) = policy.budget_scope(&ctx) {
+            match charge::reserve(&self.proxy.ledger, &self.agent, &scope, &call, &inspected) {
+                Ok(reserved) => {
+                    ex.summary.budget = Some(charge::budget_summary(&reserved.charge));
+                    if let Some(body) = reserved.rewritten_body {
+                        parts
+                            .headers
+                            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                        upstream_body = Full::new(Bytes::from(body))
+                            .map_err(|n| match n {})
+                            .boxed();
+                    }
+                    ex.charge = Some(reserved.charge);
+                }
+                Err(refused) => return self.refuse_budget(ex, &call, &parts.headers, refused),
+            }
+        }
+
         let req = Request::from_parts(parts, upstream_body);
         let resp = match self.send_upstream(req).await {
             Ok(resp) => resp,
@@ -265,6 +289,34 @@ impl HttpConn {
         }
         strip_hop_by_hop(&mut rparts.headers);
         ex.summary.http_status = rparts.status.as_u16();
+        // A call budget is spent once the server answers; the agent sees the
+        // answer only once that is durable.
+        if matches!(ex.charge, Some(Charge::Call(_))) {
+            let spend = Spend {
+                calls: 1,
+                ..Spend::default()
+            };
+            if let Some(commit) = ex.settle(Some(spend), false) {
+                if let Err(e) = commit.await {
+                    warn!(agent = %self.agent, error = %e, "budget settlement not persisted");
+                }
+            }
+        }
+        let gate = match &ex.charge {
+            Some(Charge::Llm(llm)) if rparts.status.is_success() => {
+                let sse = rparts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.starts_with("text/event-stream"));
+                if sse {
+                    // Events are forwarded whole; a cut adds its own end.
+                    rparts.headers.remove(header::CONTENT_LENGTH);
+                }
+                Some(Box::new(BudgetGate::new(sse, llm.api, llm.output_bound)))
+            }
+            _ => None,
+        };
         let inspector = Inspector::for_response(&call, &rparts, limit);
         let pending_key = self.pending_key_for_later_outcome(&call, &rparts);
         // MCP list results are filtered with the snapshot the call was
@@ -307,6 +359,7 @@ impl HttpConn {
                 };
                 let mut body = InspectBody::new(rbody, inspector, Some(ex), injected);
                 body.rewriter = rewriter;
+                body.gate = gate;
                 body
             }
         };
@@ -369,6 +422,57 @@ impl HttpConn {
             direction: Direction::ClientToServer,
             id: call.id.clone()?,
         })
+    }
+
+    /// A call its budgets cannot take: 429 (LLM, HTTP) or the JSON-RPC
+    /// refusal (MCP, A2A), naming the budget; then what the budget's
+    /// `on_exhaust` asks for.
+    fn refuse_budget(
+        &self,
+        mut ex: Exchange,
+        call: &Call,
+        headers: &HeaderMap,
+        refused: BudgetRefusal,
+    ) -> Response<ProxyBody> {
+        let BudgetRefusal {
+            rule,
+            reason,
+            on_exhaust,
+            retry_after,
+        } = refused;
+        let (verdict, reason) = match on_exhaust {
+            OnExhaust::Halt => (Verdict::RefusedPolicy, reason),
+            // Until approvals exist, a hold is a refusal that says so.
+            OnExhaust::Escalate => (Verdict::Held, format!("approval required: {reason}")),
+            OnExhaust::Quarantine => {
+                let agent: &str = &self.agent;
+                match self.proxy.governor.set_quarantine(agent, true) {
+                    Ok(_) => warn!(agent, rule, "budget exhausted: agent quarantined"),
+                    Err(e) => warn!(agent, rule, error = %e, "budget exhausted, quarantine failed"),
+                }
+                (
+                    Verdict::RefusedPolicy,
+                    format!("{reason}; agent {agent} quarantined"),
+                )
+            }
+        };
+        ex.verdict = verdict;
+        ex.rule = rule.clone();
+        ex.reason = Some(reason.clone());
+        let mut resp = refusal(
+            call,
+            headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            &rule,
+            &reason,
+            ex.audit_id,
+        );
+        if let Some(after) = retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        self.refuse_in_stream(ex, call, resp)
     }
 
     /// A refusal of a 2024-11-05 call must arrive where its response would:
@@ -798,6 +902,8 @@ pub struct Exchange {
     /// The outcome the agent got when mesh answered in the server's place
     /// (a list result that could not be filtered).
     forced_outcome: Option<OutcomeStatus>,
+    /// What the call reserved against its budgets, until it settles.
+    charge: Option<Charge>,
 }
 
 /// A list call whose result is filtered: the policy snapshot it was decided
@@ -856,6 +962,46 @@ impl Exchange {
         });
         self.reason = Some(reason);
         message
+    }
+
+    /// Settles the call's charge at `spend` (None: releases it) and notes it
+    /// in the record. Returns the commit to await before the agent sees the
+    /// end of its response; None when there was nothing to settle.
+    fn settle(&mut self, spend: Option<Spend>, cut: bool) -> Option<Commit> {
+        let charge = self.charge.take()?;
+        let reserved = charge.reserved();
+        let budget = self.summary.budget.get_or_insert_with(Default::default);
+        budget.cut |= cut;
+        let reservation = match charge {
+            Charge::Call(r) => r,
+            Charge::Llm(l) => l.reservation,
+        };
+        let Some(spend) = spend else {
+            reservation.release();
+            return None;
+        };
+        budget.settled = Some(charge::spend_summary(&spend));
+        if spend.tokens > reserved.tokens || spend.nano_usd > reserved.nano_usd {
+            // The provider went past the bound it was sent: counted as
+            // used, and said.
+            warn!(agent = %self.conn.agent, ?reserved, ?spend, "usage exceeded its reservation");
+        }
+        if spend.nano_usd > 0 {
+            self.conn
+                .proxy
+                .metrics
+                .add_cost(&self.conn.agent, spend.nano_usd as f64 / 1e9);
+        }
+        Some(reservation.settle(spend))
+    }
+
+    /// Settles an LLM charge from the call's usage (none seen: released).
+    fn settle_llm(&mut self, usage: Option<&Usage>, cut: bool) -> Option<Commit> {
+        let spend = match &self.charge {
+            Some(Charge::Llm(llm)) => usage.map(|u| charge::llm_spend(llm, u)),
+            _ => return None,
+        };
+        self.settle(spend, cut)
     }
 
     fn describe(&mut self, call: &Call) {
@@ -933,6 +1079,13 @@ impl Exchange {
             }
             None => None,
         };
+        // Not settled on the way (a response that broke off, an upstream
+        // that failed): what was seen is spent, nothing else; nobody waits
+        // for this commit.
+        if self.charge.is_some() {
+            drop(self.settle_llm(usage.as_ref(), false));
+            drop(self.settle(None, false));
+        }
         self.summary.latency_us = latency.as_micros() as u64;
         let proxy = &self.conn.proxy;
         let agent: &str = &self.conn.agent;
@@ -1114,6 +1267,52 @@ pub struct InspectBody {
     at_boundary: bool,
     /// For list calls answered on an event stream: the result is filtered.
     rewriter: Option<Box<SseListRewriter>>,
+    /// For budgeted LLM calls: the response passes through the gate.
+    gate: Option<Box<BudgetGate>>,
+}
+
+/// A budgeted LLM response on its way to the agent. Event streams go out
+/// whole event by event, so one can end cleanly at the reservation's output
+/// bound; the response's end (its final event, or the last bytes of a JSON
+/// body, held until then) goes out only once the call's settlement is
+/// durable.
+struct BudgetGate {
+    /// SSE: the stream in whole events. None: a JSON body.
+    events: Option<SseEventSplitter>,
+    output_bound: u64,
+    /// The stream's end, in the API's framing, for a cut.
+    terminator: &'static [u8],
+    /// Ready to go out, in order.
+    out: VecDeque<Bytes>,
+    /// A JSON body, held until settled. None once it outgrew the inspection
+    /// limit (it then streams on and settles, unheld, at its end).
+    held: Option<Vec<Bytes>>,
+    /// The settlement's commit: nothing goes out while it is pending.
+    commit: Option<Commit>,
+    settled: bool,
+    /// Nothing more comes from upstream: the body ends once `out` drains.
+    done: bool,
+}
+
+impl BudgetGate {
+    fn new(sse: bool, api: LlmApi, output_bound: u64) -> BudgetGate {
+        BudgetGate {
+            events: sse.then(SseEventSplitter::new),
+            output_bound,
+            terminator: match api {
+                LlmApi::ChatCompletions => b"data: [DONE]\n\n",
+                LlmApi::Messages => b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                // A Responses stream has no end event that is not a whole
+                // response object: it ends at an event boundary.
+                LlmApi::Responses => b"",
+            },
+            out: VecDeque::new(),
+            held: (!sse).then(Vec::new),
+            commit: None,
+            settled: false,
+            done: false,
+        }
+    }
 }
 
 struct Injector {
@@ -1141,6 +1340,162 @@ impl InspectBody {
             }),
             at_boundary: true,
             rewriter: None,
+            gate: None,
+        }
+    }
+
+    fn tracker(&self) -> Option<&UsageTracker> {
+        match &self.inspector {
+            Inspector::Llm(llm) => Some(&llm.tracker),
+            _ => None,
+        }
+    }
+
+    /// Data from upstream for the budget gate.
+    fn gate_data(&mut self, mut gate: Box<BudgetGate>, data: Bytes) -> Box<BudgetGate> {
+        let Some(splitter) = gate.events.as_mut() else {
+            self.inspect(&data);
+            let over = matches!(&self.inspector, Inspector::Llm(l) if l.over);
+            match gate.held.as_mut() {
+                Some(held) if !over => held.push(data),
+                Some(held) => {
+                    let held = std::mem::take(held);
+                    gate.out.extend(held);
+                    gate.out.push_back(data);
+                    gate.held = None;
+                }
+                None => gate.out.push_back(data),
+            }
+            return gate;
+        };
+        let mut events = Vec::new();
+        splitter.push(&data, |event| events.push(Bytes::copy_from_slice(event)));
+        for event in events {
+            self.gate_event(&mut gate, event);
+        }
+        gate
+    }
+
+    /// One whole SSE event: forwarded, or the stream is cut before it.
+    fn gate_event(&mut self, gate: &mut BudgetGate, event: Bytes) {
+        if gate.done {
+            return; // cut: nothing more goes out
+        }
+        if gate.settled {
+            self.inspect(&event);
+            gate.out.push_back(event);
+            return;
+        }
+        let before = self.tracker().cloned();
+        self.inspect(&event);
+        let Some(tracker) = self.tracker() else {
+            gate.out.push_back(event);
+            return;
+        };
+        if tracker.output_so_far() > gate.output_bound {
+            // This event would take the output past what was reserved: the
+            // stream ends before it, cleanly.
+            let usage = before.clone().and_then(|t| t.finish(false));
+            if let (Inspector::Llm(llm), Some(before)) = (&mut self.inspector, before) {
+                llm.tracker = before;
+            }
+            self.bytes = self.bytes.saturating_sub(event.len() as u64) + gate.terminator.len() as u64;
+            if let Some(ex) = self.exchange.as_mut() {
+                ex.reason = Some(format!(
+                    "stream ended by mesh at its budget reservation of {} output tokens",
+                    gate.output_bound
+                ));
+                gate.commit = ex.settle_llm(usage.as_ref(), true);
+            }
+            gate.settled = true;
+            gate.done = true;
+            if !gate.terminator.is_empty() {
+                gate.out.push_back(Bytes::from_static(gate.terminator));
+            }
+            return;
+        }
+        if tracker.saw_end() {
+            let usage = tracker.clone().finish(true);
+            if let Some(ex) = self.exchange.as_mut() {
+                gate.commit = ex.settle_llm(usage.as_ref(), false);
+            }
+            gate.settled = true;
+        }
+        gate.out.push_back(event);
+    }
+
+    /// Upstream ended: settle from everything seen, release what was held.
+    fn gate_end(&mut self, gate: &mut BudgetGate) {
+        gate.done = true;
+        if let Some(splitter) = gate.events.as_mut() {
+            let rest = splitter.finish();
+            if !rest.is_empty() && !gate.settled {
+                self.inspect(&rest);
+                gate.out.push_back(Bytes::from(rest));
+            }
+        }
+        if !gate.settled {
+            let mut usage = None;
+            if let Inspector::Llm(llm) = &mut self.inspector {
+                if llm.sse.is_none() && !llm.over && !llm.buf.is_empty() {
+                    let body = std::mem::take(&mut llm.buf);
+                    llm.tracker.feed_json(&body);
+                }
+                let ended = llm.sse.is_none() || llm.tracker.saw_end();
+                usage = llm.tracker.clone().finish(ended);
+            }
+            if let Some(ex) = self.exchange.as_mut() {
+                gate.commit = ex.settle_llm(usage.as_ref(), false);
+            }
+            gate.settled = true;
+        }
+        if let Some(held) = gate.held.take() {
+            gate.out.extend(held);
+        }
+    }
+
+    /// [`Body::poll_frame`] for a gated response.
+    fn poll_gated(
+        &mut self,
+        mut gate: Box<BudgetGate>,
+        cx: &mut Context<'_>,
+    ) -> (
+        Box<BudgetGate>,
+        Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    ) {
+        loop {
+            if let Some(commit) = gate.commit.as_mut() {
+                match Pin::new(commit).poll(cx) {
+                    Poll::Pending => return (gate, Poll::Pending),
+                    Poll::Ready(result) => {
+                        if let Err(e) = result {
+                            warn!(error = %e, "budget settlement not persisted");
+                        }
+                        gate.commit = None;
+                    }
+                }
+            }
+            if let Some(data) = gate.out.pop_front() {
+                return (gate, Poll::Ready(Some(Ok(Frame::data(data)))));
+            }
+            if gate.done {
+                self.conclude(true);
+                return (gate, Poll::Ready(None));
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers carry nothing of the body: dropped.
+                    if let Ok(data) = frame.into_data() {
+                        gate = self.gate_data(gate, data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.conclude(false);
+                    return (gate, Poll::Ready(Some(Err(e.into()))));
+                }
+                Poll::Ready(None) => self.gate_end(&mut gate),
+                Poll::Pending => return (gate, Poll::Pending),
+            }
         }
     }
 
@@ -1362,6 +1717,11 @@ impl Body for InspectBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(gate) = this.gate.take() {
+            let (gate, poll) = this.poll_gated(gate, cx);
+            this.gate = Some(gate);
+            return poll;
+        }
         // Injected events (refusals for a 2024-11-05 session) go out between
         // events, never inside one.
         if this.at_boundary {
@@ -1407,11 +1767,14 @@ impl Body for InspectBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(gate) = &self.gate {
+            return gate.done && gate.out.is_empty() && gate.commit.is_none();
+        }
         self.rewriter.as_ref().is_none_or(|r| r.flushed) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.rewriter.is_some() {
+        if self.rewriter.is_some() || self.gate.as_ref().is_some_and(|g| g.events.is_some()) {
             return SizeHint::default();
         }
         self.inner.size_hint()

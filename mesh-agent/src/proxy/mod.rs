@@ -3,6 +3,7 @@
 //! speaks, and either relay bytes (opaque TCP, TLS passthrough) or serve
 //! HTTP and decide every call in it ([`http`]).
 pub mod addr;
+pub mod budget;
 pub mod filter;
 pub mod http;
 pub mod io;
@@ -44,6 +45,7 @@ use self::{
 };
 use crate::{
     bpf::OrigDstSource,
+    budget::Ledger,
     config::{SNIFF_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT},
     l7::Protocol,
     metrics::Metrics,
@@ -79,6 +81,8 @@ pub struct Proxy {
     pub policies: Arc<PolicyStore>,
     pub records: Arc<RecordLog>,
     pub metrics: Arc<Metrics>,
+    /// Budget spend: reserved before a call is forwarded, settled after.
+    pub ledger: Arc<Ledger>,
     pub active: ActiveConnections,
     /// SO_MARK for upstream sockets (`MESH_SOCKET_MARK` in the daemon; `None`
     /// only in unprivileged tests, where setting a mark is not permitted).
@@ -135,6 +139,7 @@ pub struct ProxyParts {
     pub policies: Arc<PolicyStore>,
     pub records: Arc<RecordLog>,
     pub metrics: Arc<Metrics>,
+    pub ledger: Arc<Ledger>,
     pub upstream_mark: Option<u32>,
     pub l7: L7Settings,
     pub mesh_ca: Option<Arc<MeshCa>>,
@@ -148,6 +153,7 @@ impl Proxy {
             policies: p.policies,
             records: p.records,
             metrics: p.metrics,
+            ledger: p.ledger,
             active: ActiveConnections::default(),
             upstream_mark: p.upstream_mark,
             l7: p.l7,
@@ -689,6 +695,7 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
+    use crate::budget::SystemClock;
     use crate::{
         bpf::maps::MemoryMaps,
         policy::{PolicySet, PolicyStore},
@@ -727,7 +734,8 @@ mod tests {
             orig_dst: maps.clone(),
             policies: Arc::new(PolicyStore::new(policy)),
             records: records.clone(),
-            metrics: Arc::new(Metrics::new(None)),
+            metrics: Arc::new(Metrics::new(None, None)),
+            ledger: Arc::new(Ledger::in_memory(Arc::new(SystemClock))),
             upstream_mark: None,
             l7: L7Settings {
                 body_limit: 1024,

@@ -105,7 +105,7 @@ pub fn llm_refusal(
                 "message": message,
                 "type": if status == StatusCode::TOO_MANY_REQUESTS { "insufficient_quota" } else { "permission_denied" },
                 "param": null,
-                "code": "mesh_policy",
+                "code": if status == StatusCode::TOO_MANY_REQUESTS { "mesh_budget" } else { "mesh_policy" },
                 "mesh": mesh,
             },
         }),
