@@ -217,12 +217,22 @@ pub(crate) struct LimitSpec {
 }
 
 /// What happens when a budget is used up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, DeriveDeserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, DeriveDeserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExhaust {
     Halt,
     Quarantine,
     Escalate,
+}
+
+impl OnExhaust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhaust::Halt => "halt",
+            OnExhaust::Quarantine => "quarantine",
+            OnExhaust::Escalate => "escalate",
+        }
+    }
 }
 
 /// `approvals[]`.
