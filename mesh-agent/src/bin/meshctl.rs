@@ -607,7 +607,7 @@ fn print_budgets(r: &BudgetsResponse) {
 /// `90s`, `15m`, `24h`, `7d`: the largest unit that divides it.
 fn window_text(secs: u64) -> String {
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs >= size && secs % size == 0 {
+        if secs >= size && secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);
         }
     }

@@ -1083,8 +1083,8 @@ impl Exchange {
         // that failed): what was seen is spent, nothing else; nobody waits
         // for this commit.
         if self.charge.is_some() {
-            drop(self.settle_llm(usage.as_ref(), false));
-            drop(self.settle(None, false));
+            let _unawaited = self.settle_llm(usage.as_ref(), false);
+            let _unawaited = self.settle(None, false);
         }
         self.summary.latency_us = latency.as_micros() as u64;
         let proxy = &self.conn.proxy;
@@ -1270,6 +1270,8 @@ pub struct InspectBody {
     /// For budgeted LLM calls: the response passes through the gate.
     gate: Option<Box<BudgetGate>>,
 }
+
+type FrameResult = Result<Frame<Bytes>, BoxError>;
 
 /// A budgeted LLM response on its way to the agent. Event streams go out
 /// whole event by event, so one can end cleanly at the reservation's output
@@ -1459,10 +1461,7 @@ impl InspectBody {
         &mut self,
         mut gate: Box<BudgetGate>,
         cx: &mut Context<'_>,
-    ) -> (
-        Box<BudgetGate>,
-        Poll<Option<Result<Frame<Bytes>, BoxError>>>,
-    ) {
+    ) -> (Box<BudgetGate>, Poll<Option<FrameResult>>) {
         loop {
             if let Some(commit) = gate.commit.as_mut() {
                 match Pin::new(commit).poll(cx) {

@@ -235,7 +235,8 @@ mod tests {
         );
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         let v = body_json(resp).await;
-        assert_eq!(v["error"]["code"], "mesh_policy");
+        assert_eq!(v["error"]["code"], "mesh_budget");
+        assert_eq!(v["error"]["type"], "insufficient_quota");
     }
 
     #[tokio::test]
