@@ -1,6 +1,7 @@
 //! mesh-agent: the daemon and the operator CLI over one library.
 pub mod admin;
 pub mod bpf;
+pub mod budget;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;

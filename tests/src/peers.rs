@@ -253,6 +253,34 @@ pub fn spawn_server(kind: PeerKind, host: &str, port: u16) -> PeerServer {
     start(kind, cmd, host, None)
 }
 
+/// Starts @copilotkit/aimock like [`PeerKind::Aimock`] (tests/peers/aimock-fixture.json)
+/// with more fixture files of tests/peers after it (aimock matches the first
+/// fixture that fits, in file order).
+pub fn spawn_aimock_with(host: &str, port: u16, extra_fixtures: &[&str]) -> PeerServer {
+    let ip: IpAddr = host
+        .parse()
+        .unwrap_or_else(|_| panic!("peer host {host:?} is not an IP address"));
+    assert!(
+        ip.is_loopback(),
+        "peer servers bind only to loopback, not {host}"
+    );
+    let node = node_dir();
+    let mut c = Command::new("node");
+    c.arg(node.join("node_modules/@copilotkit/aimock/dist/cli.js"))
+        .args(["--host", host, "--port", &port.to_string()])
+        .arg("--fixtures")
+        .arg(scripts_dir().join("aimock-fixture.json"));
+    for file in extra_fixtures {
+        let path = scripts_dir().join(file);
+        assert!(path.exists(), "no aimock fixture {}", path.display());
+        c.arg("--fixtures").arg(path);
+    }
+    // info: it prints "listening on http://host:port" (the readiness line).
+    c.args(["--log-level", "info", "--validate-on-load"])
+        .current_dir(&node);
+    start(PeerKind::Aimock, c, host, None)
+}
+
 /// A port free on the wildcard address (for server-everything, which binds
 /// all interfaces and cannot report a port it picked).
 fn free_wildcard_port() -> u16 {
