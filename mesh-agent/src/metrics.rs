@@ -115,8 +115,7 @@ pub fn decision_label(verdict: Verdict) -> &'static str {
 impl Metrics {
     pub fn new(governor: Option<Arc<Governor>>, budgets: Option<BudgetSource>) -> Metrics {
         let mut registry = Registry::default();
-        let cost_usd =
-            Family::<AgentLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let cost_usd = Family::<AgentLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "mesh_cost_usd",
             "Cost of settled LLM calls in USD, at the policy's prices",

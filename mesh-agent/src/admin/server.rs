@@ -267,10 +267,7 @@ impl Admin {
         agents.sort_unstable();
         if let Some(want) = agent {
             if agents.is_empty() {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("no policy for agent {want}"),
-                );
+                return error(StatusCode::NOT_FOUND, format!("no policy for agent {want}"));
             }
         }
         let agents = agents

@@ -327,9 +327,7 @@ impl UsageTracker {
     /// stream goes (Anthropic), else one per four characters of text seen,
     /// whichever is larger.
     pub fn output_so_far(&self) -> u64 {
-        self.usage
-            .output_tokens
-            .max(self.output_chars.div_ceil(4))
+        self.usage.output_tokens.max(self.output_chars.div_ceil(4))
     }
 
     /// The call's usage once the response is over. `complete` says the body
@@ -806,7 +804,6 @@ impl AnthropicUsage {
         has_output
     }
 }
-
 
 /// `body` with an output bound of `max_tokens` added, in the field `api`
 /// reads (`max_completion_tokens`, `max_output_tokens`, `max_tokens`); None

@@ -199,10 +199,9 @@ pub fn llm_spend(charge: &LlmCharge, usage: &Usage) -> Spend {
 /// rounded up.
 pub fn nano_usd(price: &Price, input: u64, cached: u64, output: u64) -> u64 {
     let cached_price = price.cached_input.unwrap_or(price.input);
-    let nano = (input as f64 * price.input
-        + cached as f64 * cached_price
-        + output as f64 * price.output)
-        * 1_000.0;
+    let nano =
+        (input as f64 * price.input + cached as f64 * cached_price + output as f64 * price.output)
+            * 1_000.0;
     if nano.is_finite() && nano > 0.0 {
         nano.ceil().min(u64::MAX as f64) as u64
     } else {

@@ -9,8 +9,8 @@
 //! of a JSON response (to read its outcome) and parses SSE event by event.
 use std::{
     collections::{HashMap, VecDeque},
-    future::Future,
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -264,9 +264,8 @@ impl HttpConn {
                         parts
                             .headers
                             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-                        upstream_body = Full::new(Bytes::from(body))
-                            .map_err(|n| match n {})
-                            .boxed();
+                        upstream_body =
+                            Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed();
                     }
                     ex.charge = Some(reserved.charge);
                 }
@@ -1401,7 +1400,8 @@ impl InspectBody {
             if let (Inspector::Llm(llm), Some(before)) = (&mut self.inspector, before) {
                 llm.tracker = before;
             }
-            self.bytes = self.bytes.saturating_sub(event.len() as u64) + gate.terminator.len() as u64;
+            self.bytes =
+                self.bytes.saturating_sub(event.len() as u64) + gate.terminator.len() as u64;
             if let Some(ex) = self.exchange.as_mut() {
                 ex.reason = Some(format!(
                     "stream ended by mesh at its budget reservation of {} output tokens",

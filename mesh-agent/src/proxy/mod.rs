@@ -1166,14 +1166,29 @@ mod tests {
             "{ name: t, limit: { tokens: 100000 }, window: 1h, on_exhaust: halt }",
         ))
         .await;
-        let resp = exchange(&f, upstream, &post("/v1/chat/completions", CHAT_STREAM_BODY, "")).await;
+        let resp = exchange(
+            &f,
+            upstream,
+            &post("/v1/chat/completions", CHAT_STREAM_BODY, ""),
+        )
+        .await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(resp.contains("aaaaaaaaaaaaaaaaaaaa"), "{resp}");
-        assert!(!resp.contains("bbbb"), "the event past the bound went out: {resp}");
-        assert!(resp.trim_end().ends_with("data: [DONE]"), "no clean end: {resp}");
+        assert!(
+            !resp.contains("bbbb"),
+            "the event past the bound went out: {resp}"
+        );
+        // The last event is the API's own end, then the chunked body's end.
+        assert!(
+            resp.ends_with("data: [DONE]\n\n\r\n0\r\n\r\n"),
+            "no clean end: {resp:?}"
+        );
         let r = call_record(&f).await;
         let reason = r.reason.clone().unwrap_or_default();
-        assert!(reason.contains("reservation of 8 output tokens"), "{reason}");
+        assert!(
+            reason.contains("reservation of 8 output tokens"),
+            "{reason}"
+        );
         let budget = r.call.unwrap().budget.expect("budget in the record");
         assert!(budget.cut);
         let input_bound = CHAT_STREAM_BODY.len() as u64;
@@ -1210,7 +1225,10 @@ mod tests {
 
         let resp = exchange(&f, upstream, &post("/v1/chat/completions", body, "")).await;
         assert!(resp.starts_with("HTTP/1.1 429"), "{resp}");
-        assert!(resp.to_ascii_lowercase().contains("retry-after: "), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase().contains("retry-after: "),
+            "{resp}"
+        );
         let json = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["error"]["type"], "insufficient_quota");
@@ -1234,7 +1252,10 @@ mod tests {
         assert_eq!(first_budget(&f).used, 2);
         let resp = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, "")).await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-        assert!(resp.contains("-32001") && resp.contains("budgets[runaway]"), "{resp}");
+        assert!(
+            resp.contains("-32001") && resp.contains("budgets[runaway]"),
+            "{resp}"
+        );
         let tag = f.maps.tags.lock().unwrap()[&7];
         assert!(tag.quarantined(), "the agent was not quarantined");
         assert_eq!(first_budget(&f).used, 2);
