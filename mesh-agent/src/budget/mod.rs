@@ -236,11 +236,12 @@ fn fmt_window(window: Duration) -> impl fmt::Display {
     impl fmt::Display for Window {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let s = self.0;
-            if s > 0 && s % 86_400 == 0 {
+            // A day stays `24h`, as policies write daily budgets.
+            if s > 86_400 && s.is_multiple_of(86_400) {
                 write!(f, "{}d", s / 86_400)
-            } else if s > 0 && s % 3_600 == 0 {
+            } else if s > 0 && s.is_multiple_of(3_600) {
                 write!(f, "{}h", s / 3_600)
-            } else if s > 0 && s % 60 == 0 {
+            } else if s > 0 && s.is_multiple_of(60) {
                 write!(f, "{}m", s / 60)
             } else {
                 write!(f, "{s}s")
