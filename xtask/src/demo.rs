@@ -272,7 +272,8 @@ pub fn demo() -> Result<ExitCode> {
         5,
         "An MCP agent (the official Python SDK client): the mesh parses every call and applies \
          the policy: tools/list shows only the tools it may use, a write tool and an argument \
-         the condition refuses get JSON-RPC errors naming the rule",
+         the condition refuses get JSON-RPC errors naming the rule; the allowed call counts \
+         against the agent's call budget",
     );
     let venv_python = crate::peers::peers_dir().join("venv/bin/python");
     let scripts = repo_root().join("tests/peers");
@@ -327,6 +328,9 @@ pub fn demo() -> Result<ExitCode> {
         "--tool",
         "remove",
     ]))?;
+    // The allowed call counted against the policy's call budget; the
+    // refused ones did not.
+    show(&mut meshctl(&["budget", "show", "--agent", "demo"]))?;
 
     step(
         6,
