@@ -174,7 +174,10 @@ fn assert_budget_429(e: &Value, rule: &str) {
 
 #[test]
 fn a_burst_of_streamed_calls_settles_exactly_and_never_exceeds_the_limit() {
-    const LIMIT: u64 = 900;
+    // Below the 100 x 18 = 1800 tokens all calls would settle to, so not
+    // all can fit; each call reserves about 155 (its ~140-byte body + 16),
+    // so about ten fit at once, and more as earlier ones settle to 18.
+    const LIMIT: u64 = 1700;
     const CALLS: usize = 100;
     let mock = spawn_server(PeerKind::Aimock, "127.0.0.4", 0);
     let agent = "spender";
@@ -235,8 +238,16 @@ fn a_burst_of_streamed_calls_settles_exactly_and_never_exceeds_the_limit() {
         assert_budget_429(e, "budgets[tokens]");
     }
     assert!(!ok.is_empty(), "no call fit: {burst:#}");
-    assert!(!errors.is_empty(), "every call fit: {burst:#}");
+    assert!(
+        !errors.is_empty(),
+        "every call fit, {} tokens over {LIMIT}: {burst:#}",
+        HELLO_TOKENS * CALLS as u64
+    );
     let successes = ok.len() as u64;
+    eprintln!(
+        "{successes} of {CALLS} calls fit; first refusal: {:#}",
+        errors[0]
+    );
 
     // Nothing counted twice, nothing lost, nothing left reserved.
     let tokens = budget(&mesh, agent, "tokens");
@@ -367,6 +378,11 @@ fn a_stream_is_cut_cleanly_at_its_reservation() {
             .as_str()
             .is_some_and(|m| m.to_lowercase().contains("reserv")),
         "the reason names the reservation: {r:#}"
+    );
+    eprintln!(
+        "cut after {} of {} characters: {r:#}",
+        text.len(),
+        full.len()
     );
     let b = &r["call"]["budget"];
     let reserved = as_u64(&b["reserved"]["tokens"], "reserved tokens");
@@ -515,6 +531,7 @@ fn settled_spend_survives_a_sigkill_under_load() {
     let used = as_u64(&tokens["used"], "used");
     assert_eq!(used % HELLO_TOKENS, 0, "whole calls only: {tokens:#}");
     let settled_calls = used / HELLO_TOKENS;
+    eprintln!("{completed} calls completed for the client, {settled_calls} settled");
     assert!(
         settled_calls >= completed,
         "{completed} calls completed for the client but {settled_calls} settled: lost spend ({tokens:#})"
