@@ -70,6 +70,10 @@ pub const RECORD_RING_CAPACITY: usize = 4096;
 /// and whose `llm` entry sets no `max_output_tokens` (the bound is then
 /// added to the forwarded request).
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// A budget with `on_exhaust: quarantine` quarantines its agent this long
+/// after the refusal's last byte was handed to the connection: the kernel
+/// quarantine drops the agent's traffic, and the refusal must reach it first.
+pub const QUARANTINE_AFTER_REFUSAL: Duration = Duration::from_millis(50);
 /// The budget ledger's redb file in data_dir.
 pub const BUDGET_LEDGER_FILE: &str = "budgets.redb";
 /// Largest admin API request body; requests are small JSON documents.

@@ -629,13 +629,23 @@ fn a_runaway_mcp_agent_is_stopped_at_its_calls_budget_and_quarantined() {
     );
     assert_eq!(failure["data"]["rule"], "budgets[runaway]", "{seen:#}");
 
-    // Quarantined in the kernel, as `meshctl quarantine` does.
-    let status = mesh.status();
-    let entry = status["agents"]
-        .as_array()
-        .and_then(|a| a.iter().find(|a| a["name"] == agent))
-        .unwrap_or_else(|| panic!("{agent} not in {status:#}"));
-    assert_eq!(entry["quarantined"], true, "{status:#}");
+    // Quarantined in the kernel, as `meshctl quarantine` does, once the
+    // refusal is out (the quarantine would otherwise drop it): poll.
+    let quarantined = |status: &serde_json::Value| {
+        status["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["name"] == agent))
+            .is_some_and(|entry| entry["quarantined"] == true)
+    };
+    let mut status = mesh.status();
+    for _ in 0..100 {
+        if quarantined(&status) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        status = mesh.status();
+    }
+    assert!(quarantined(&status), "{agent} not quarantined: {status:#}");
     let gauge = metric(&mesh, "mesh_quarantined", &[("agent", agent)]);
     assert_eq!(gauge, 1.0);
     let calls_budget = budget(&mesh, agent, "runaway");

@@ -40,6 +40,8 @@ use super::{
 };
 use crate::{
     budget::{Commit, Spend},
+    config::QUARANTINE_AFTER_REFUSAL,
+    state::Governor,
     l7::{
         jsonrpc::{self, Message},
         llm::{LlmApi, Usage, UsageTracker},
@@ -443,17 +445,10 @@ impl HttpConn {
             OnExhaust::Halt => (Verdict::RefusedPolicy, reason),
             // Until approvals exist, a hold is a refusal that says so.
             OnExhaust::Escalate => (Verdict::Held, format!("approval required: {reason}")),
-            OnExhaust::Quarantine => {
-                let agent: &str = &self.agent;
-                match self.proxy.governor.set_quarantine(agent, true) {
-                    Ok(_) => warn!(agent, rule, "budget exhausted: agent quarantined"),
-                    Err(e) => warn!(agent, rule, error = %e, "budget exhausted, quarantine failed"),
-                }
-                (
-                    Verdict::RefusedPolicy,
-                    format!("{reason}; agent {agent} quarantined"),
-                )
-            }
+            OnExhaust::Quarantine => (
+                Verdict::RefusedPolicy,
+                format!("{reason}; agent {} quarantined", self.agent),
+            ),
         };
         ex.verdict = verdict;
         ex.rule = rule.clone();
@@ -471,7 +466,24 @@ impl HttpConn {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        self.refuse_in_stream(ex, call, resp)
+        let resp = self.refuse_in_stream(ex, call, resp);
+        if on_exhaust != OnExhaust::Quarantine {
+            return resp;
+        }
+        // The kernel quarantine drops the agent's traffic, established
+        // connections included: it starts once the refusal is out.
+        let quarantine = QuarantineWhenSent {
+            governor: self.proxy.governor.clone(),
+            agent: self.agent.clone(),
+            rule,
+        };
+        resp.map(|inner| {
+            AfterBody {
+                inner,
+                then: Some(quarantine),
+            }
+            .boxed()
+        })
     }
 
     /// A refusal of a 2024-11-05 call must arrive where its response would:
@@ -1271,6 +1283,78 @@ pub struct InspectBody {
 }
 
 type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// A response body that runs `then` once it is over (sent whole, or
+/// dropped by a connection that went away).
+struct AfterBody {
+    inner: ProxyBody,
+    then: Option<QuarantineWhenSent>,
+}
+
+/// Quarantines an agent whose budget says so, shortly after its refusal
+/// was sent ([`QUARANTINE_AFTER_REFUSAL`]).
+struct QuarantineWhenSent {
+    governor: Arc<Governor>,
+    agent: Arc<str>,
+    rule: String,
+}
+
+impl QuarantineWhenSent {
+    fn apply(self) {
+        let QuarantineWhenSent {
+            governor,
+            agent,
+            rule,
+        } = self;
+        let quarantine = move || match governor.set_quarantine(&agent, true) {
+            Ok(_) => warn!(agent = %agent, rule, "budget exhausted: agent quarantined"),
+            Err(e) => warn!(agent = %agent, rule, error = %e, "budget exhausted; quarantine failed"),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(QUARANTINE_AFTER_REFUSAL).await;
+                    quarantine();
+                });
+            }
+            Err(_) => quarantine(),
+        }
+    }
+}
+
+impl Drop for AfterBody {
+    fn drop(&mut self) {
+        if let Some(then) = self.then.take() {
+            then.apply();
+        }
+    }
+}
+
+impl Body for AfterBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<FrameResult>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(then) = self.then.take() {
+                then.apply();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A budgeted LLM response on its way to the agent. Event streams go out
 /// whole event by event, so one can end cleanly at the reservation's output

@@ -1256,8 +1256,16 @@ mod tests {
             resp.contains("-32001") && resp.contains("budgets[runaway]"),
             "{resp}"
         );
-        let tag = f.maps.tags.lock().unwrap()[&7];
-        assert!(tag.quarantined(), "the agent was not quarantined");
+        // The quarantine follows the refusal, once it is sent.
+        let mut quarantined = false;
+        for _ in 0..200 {
+            quarantined = f.maps.tags.lock().unwrap()[&7].quarantined();
+            if quarantined {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(quarantined, "the agent was not quarantined");
         assert_eq!(first_budget(&f).used, 2);
     }
 
