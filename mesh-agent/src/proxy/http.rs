@@ -41,7 +41,6 @@ use super::{
 use crate::{
     budget::{Commit, Spend},
     config::QUARANTINE_AFTER_REFUSAL,
-    state::Governor,
     l7::{
         jsonrpc::{self, Message},
         llm::{LlmApi, Usage, UsageTracker},
@@ -52,6 +51,7 @@ use crate::{
     },
     policy::{CallContext, Decision, DecisionPoint, ListKind, OnExhaust, PolicySet},
     records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
+    state::Governor,
 };
 
 /// Largest single SSE event the inspector parses; larger events pass through
@@ -1308,7 +1308,9 @@ impl QuarantineWhenSent {
         } = self;
         let quarantine = move || match governor.set_quarantine(&agent, true) {
             Ok(_) => warn!(agent = %agent, rule, "budget exhausted: agent quarantined"),
-            Err(e) => warn!(agent = %agent, rule, error = %e, "budget exhausted; quarantine failed"),
+            Err(e) => {
+                warn!(agent = %agent, rule, error = %e, "budget exhausted; quarantine failed")
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -1334,10 +1336,7 @@ impl Body for AfterBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<FrameResult>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             if let Some(then) = self.then.take() {
