@@ -652,3 +652,90 @@ fn architecture_example_policy_loads_and_decides() {
     assert_eq!(p.budgets(agent).len(), 3);
     assert_eq!(p.approvals(agent)[0].required, 2);
 }
+
+/// Which budgets a call counts against (ARCHITECTURE.md 5.3).
+fn budgeted() -> PolicySet {
+    policy(&format!(
+        "{HEAD}egress:\n  allow: [\"127.0.0.2:*\"]\n\
+         mcp:\n\
+         \x20 - {{ server: tickets, address: \"127.0.0.2:7001\", tools: {{ read: [\"*\"] }}, grant: [read] }}\n\
+         \x20 - {{ server: notes, address: \"127.0.0.2:7002\", tools: {{ read: [\"*\"] }}, grant: [read] }}\n\
+         llm:\n\
+         \x20 - {{ provider: openai, address: \"127.0.0.2:8000\", models: [\"*\"], max_output_tokens: 256 }}\n\
+         a2a:\n\
+         \x20 - {{ agent: billing, address: \"127.0.0.2:9000\" }}\n\
+         prices:\n\
+         \x20 gpt-4o-mini: {{ input: 0.15, output: 0.6 }}\n\
+         \x20 \"o*\": {{ input: 1.0, output: 4.0 }}\n\
+         budgets:\n\
+         \x20 - {{ name: tokens, limit: {{ tokens: 1000 }}, window: 1h, on_exhaust: halt }}\n\
+         \x20 - {{ name: spend, limit: {{ usd: 5 }}, window: 24h, on_exhaust: escalate }}\n\
+         \x20 - {{ name: all-calls, limit: {{ calls: 100 }}, window: 1m, on_exhaust: quarantine }}\n\
+         \x20 - {{ name: ticket-reads, limit: {{ calls: 10 }}, window: 1m, on_exhaust: halt, server: tickets, tool: \"get_*\" }}\n\
+         \x20 - {{ name: billing-msgs, limit: {{ calls: 5 }}, window: 1m, on_exhaust: halt, server: billing }}\n"
+    ))
+}
+
+fn scope_names(p: &PolicySet, server: &str, call: &Call) -> Vec<String> {
+    p.budget_scope(&ctx("a", server, "/", call))
+        .map(|s| s.budgets.iter().map(|b| b.name.to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_llm_call_counts_against_token_and_usd_budgets_only() {
+    let p = budgeted();
+    let c = llm_call(LlmApi::ChatCompletions, "gpt-4o-mini");
+    assert_eq!(scope_names(&p, "127.0.0.2:8000", &c), ["tokens", "spend"]);
+    let scope = p
+        .budget_scope(&ctx("a", "127.0.0.2:8000", "/", &c))
+        .expect("budgeted");
+    assert_eq!(scope.max_output_tokens, Some(256));
+    assert!(scope.counts_usd());
+    assert_eq!(scope.price("gpt-4o-mini").map(|p| p.output), Some(0.6));
+    // A key read as a glob prices the models it matches; others have none.
+    assert_eq!(scope.price("o3-mini").map(|p| p.input), Some(1.0));
+    assert_eq!(scope.price("claude"), None);
+}
+
+#[test]
+fn tool_calls_count_against_call_budgets_scoped_by_server_and_tool() {
+    let p = budgeted();
+    let get = mcp_call("tools/call", Some("get_ticket"), None);
+    assert_eq!(
+        scope_names(&p, "127.0.0.2:7001", &get),
+        ["all-calls", "ticket-reads"]
+    );
+    let list = mcp_call("tools/call", Some("list_tickets"), None);
+    assert_eq!(scope_names(&p, "127.0.0.2:7001", &list), ["all-calls"]);
+    assert_eq!(scope_names(&p, "127.0.0.2:7002", &get), ["all-calls"]);
+    // Other MCP methods are not budgeted.
+    let read = mcp_call("resources/read", Some("ticket://1"), None);
+    assert!(scope_names(&p, "127.0.0.2:7001", &read).is_empty());
+}
+
+#[test]
+fn a2a_messages_count_against_call_budgets_of_their_peer() {
+    let p = budgeted();
+    let send = call(Protocol::A2a, "SendMessage", None, None);
+    assert_eq!(
+        scope_names(&p, "127.0.0.2:9000", &send),
+        ["all-calls", "billing-msgs"]
+    );
+    let legacy = call(Protocol::A2a, "message/stream", None, None);
+    assert_eq!(
+        scope_names(&p, "127.0.0.2:9000", &legacy),
+        ["all-calls", "billing-msgs"]
+    );
+    let get = call(Protocol::A2a, "GetTask", None, None);
+    assert!(scope_names(&p, "127.0.0.2:9000", &get).is_empty());
+}
+
+#[test]
+fn an_agent_without_budgets_has_no_scope() {
+    let p = tickets();
+    let c = mcp_call("tools/call", Some("get_ticket"), None);
+    assert!(p
+        .budget_scope(&ctx("a", "127.0.0.2:7001", "/mcp", &c))
+        .is_none());
+}

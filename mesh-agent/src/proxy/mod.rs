@@ -1270,6 +1270,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_escalating_budget_answers_a_hold_that_says_approval_is_required() {
+        let upstream = mcp_upstream().await;
+        let f = fixture(&policy_with_budget(
+            &upstream.to_string(),
+            "{ name: calls, limit: { calls: 1 }, window: 1h, on_exhaust: escalate }",
+        ))
+        .await;
+        let resp = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, "")).await;
+        assert!(resp.contains(r#""text":"5""#), "{resp}");
+        let resp = exchange(&f, upstream, &post("/mcp", TOOLS_CALL, "")).await;
+        assert!(
+            resp.contains("-32001") && resp.contains("budgets[calls]"),
+            "{resp}"
+        );
+        assert!(resp.contains("approval required"), "{resp}");
+        let held = wait_records(&f.records, 2)
+            .await
+            .into_iter()
+            .find(|r| r.verdict == Verdict::Held)
+            .expect("a held record");
+        assert_eq!(held.rule.as_deref(), Some("budgets[calls]"));
+        assert!(!f.maps.tags.lock().unwrap()[&7].quarantined());
+    }
+
+    #[tokio::test]
     async fn http2_prior_knowledge_is_parsed_and_forwarded_as_http2() {
         // An h2c upstream that answers a JSON-RPC result and says which
         // protocol version and authority it saw.
