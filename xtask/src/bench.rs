@@ -27,10 +27,16 @@
 //! allocation test `mesh-agent/tests/policy_alloc.rs` (an allowed decision
 //! makes no heap allocation).
 //!
+//! A fourth part (`bench_budget.rs`) measures the budget ledger in-process:
+//! the benchmark `mesh-agent/benches/budget.rs` (reserve + settle in memory
+//! and with redb, allocations per call, and the group commit with 1, 8 and
+//! 64 concurrent settlers).
+//!
 //! `MESH_BENCH_REPS` and `MESH_BENCH_SECONDS` shorten a run while working on
 //! the harness; the document then says so (they do not apply to the policy
 //! part, whose sampling is the benchmark's own). `MESH_BENCH_ONLY=tcp`,
-//! `MESH_BENCH_ONLY=mcp` or `MESH_BENCH_ONLY=policy` runs one part only and
+//! `MESH_BENCH_ONLY=mcp`, `MESH_BENCH_ONLY=policy` or `MESH_BENCH_ONLY=budget`
+//! runs one part only and
 //! writes its report to `target/bench/benchmarks.md`, leaving
 //! docs/benchmarks.md alone.
 //! For diagnosis, `MESH_BENCH_RUST_LOG` replaces the daemon's `RUST_LOG=info`
@@ -53,6 +59,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 
+#[path = "bench_budget.rs"]
+mod budget;
 #[path = "bench_mcp.rs"]
 mod mcp;
 #[path = "bench_policy.rs"]
@@ -128,6 +136,9 @@ enum Part {
     /// Policy decisions in-process: divan benchmark, allocation test
     /// (bench_policy.rs).
     Policy,
+    /// The budget ledger in-process: divan benchmark, group commit
+    /// (bench_budget.rs).
+    Budget,
 }
 
 impl Part {
@@ -137,6 +148,7 @@ impl Part {
             Part::Tcp => "tcp",
             Part::Mcp => "mcp",
             Part::Policy => "policy",
+            Part::Budget => "budget",
         }
     }
 }
@@ -165,7 +177,8 @@ impl Params {
             Ok("tcp") => Some(Part::Tcp),
             Ok("mcp") => Some(Part::Mcp),
             Ok("policy") => Some(Part::Policy),
-            Ok(v) => bail!("MESH_BENCH_ONLY={v}: expected tcp, mcp or policy"),
+            Ok("budget") => Some(Part::Budget),
+            Ok(v) => bail!("MESH_BENCH_ONLY={v}: expected tcp, mcp, policy or budget"),
         };
         let p = Params {
             reps: var("MESH_BENCH_REPS", REPS)?,
@@ -251,6 +264,7 @@ pub fn run_bench() -> Result<ExitCode> {
         None
     };
     let policy = params.runs(Part::Policy).then(|| policy::run(&env));
+    let budget = params.runs(Part::Budget).then(|| budget::run(&env));
 
     let logs = scan_daemon_logs(&daemon_logs);
     let doc = render(&Report {
@@ -259,6 +273,7 @@ pub fn run_bench() -> Result<ExitCode> {
         tcp: tcp.as_ref(),
         mcp: mcp.as_ref(),
         policy: policy.as_ref(),
+        budget: budget.as_ref(),
         logs: &logs,
         elapsed: started.elapsed(),
         load_at_start,
@@ -278,7 +293,8 @@ pub fn run_bench() -> Result<ExitCode> {
     let failed = tcp.as_ref().is_some_and(|t| {
         t.runs.iter().any(|r| !r.errors.is_empty()) || t.memory.iter().any(|(_, m)| m.is_err())
     }) || mcp.as_ref().is_some_and(mcp::McpPart::failed)
-        || policy.as_ref().is_some_and(policy::PolicyPart::failed);
+        || policy.as_ref().is_some_and(policy::PolicyPart::failed)
+        || budget.as_ref().is_some_and(budget::BudgetPart::failed);
     Ok(if failed {
         eprintln!(
             "bench: some measurements failed; see the Problems section of {}",
@@ -1495,6 +1511,7 @@ struct Report<'a> {
     tcp: Option<&'a TcpPart>,
     mcp: Option<&'a mcp::McpPart>,
     policy: Option<&'a policy::PolicyPart>,
+    budget: Option<&'a budget::BudgetPart>,
     logs: &'a LogScan,
     elapsed: Duration,
     load_at_start: String,
@@ -1634,6 +1651,12 @@ fn render(rep: &Report) -> String {
                 m.elapsed.as_secs_f64() / 60.0
             )
         }),
+        rep.budget.map(|m| {
+            format!(
+                "[budgets](#budgets) {:.1} min",
+                m.elapsed.as_secs_f64() / 60.0
+            )
+        }),
     ]
     .into_iter()
     .flatten()
@@ -1686,6 +1709,9 @@ fn render(rep: &Report) -> String {
         rep.policy
             .and_then(|m| m.other_cpu)
             .map(|o| format!("policy part {:.1}% / {:.1}%", o.other, o.steal)),
+        rep.budget
+            .and_then(|m| m.other_cpu)
+            .map(|o| format!("budget part {:.1}% / {:.1}%", o.other, o.steal)),
     ]
     .into_iter()
     .flatten()
@@ -1733,6 +1759,9 @@ fn render(rep: &Report) -> String {
     }
     if let Some(m) = rep.policy {
         policy::render(&mut d, m);
+    }
+    if let Some(m) = rep.budget {
+        budget::render(&mut d, m);
     }
 
     // Daemon logs (only the TCP and MCP parts start daemons) and problems.
@@ -1787,6 +1816,7 @@ fn render(rep: &Report) -> String {
         )
         .chain(rep.mcp.map(mcp::McpPart::problems).unwrap_or_default())
         .chain(rep.policy.map(policy::PolicyPart::problems).unwrap_or_default())
+        .chain(rep.budget.map(budget::BudgetPart::problems).unwrap_or_default())
         .collect();
     if !problems.is_empty() {
         let _ = writeln!(d, "## Problems\n");
@@ -1802,6 +1832,7 @@ fn render(rep: &Report) -> String {
         [
             daemon_parts.then_some("daemon, nginx, servers"),
             rep.policy.map(|_| "policy benchmark and test output"),
+            rep.budget.map(|_| "budget benchmark output"),
         ]
         .into_iter()
         .flatten()

@@ -258,7 +258,7 @@ fn classify_test(success: bool, stdout: &str, stderr: &str) -> AllocTest {
 
 /// Runs `cmd` to its end, or kills it and what it started (by pid) after
 /// `timeout`; its exit status and output, which is also written to `log`.
-fn run_captured(
+pub(super) fn run_captured(
     mut cmd: Command,
     timeout: Duration,
     log: &Path,
@@ -375,7 +375,7 @@ fn parse_divan(stdout: &str) -> Result<DivanOutput> {
 }
 
 /// divan's `Timer precision: 26 ns` line, if `text` has one.
-fn timer_precision(text: &str) -> Result<Option<f64>> {
+pub(super) fn timer_precision(text: &str) -> Result<Option<f64>> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix("Timer precision:"))
         .map(|p| parse_time(p.trim()))
@@ -383,7 +383,7 @@ fn timer_precision(text: &str) -> Result<Option<f64>> {
 }
 
 /// `84.19 ns`, `1.018 µs`, `125.1 ms`, `2 s` … as ns.
-fn parse_time(text: &str) -> Result<f64> {
+pub(super) fn parse_time(text: &str) -> Result<f64> {
     let (number, unit) = text
         .split_once(char::is_whitespace)
         .with_context(|| format!("not a divan time: {text:?}"))?;
@@ -406,7 +406,7 @@ fn parse_time(text: &str) -> Result<f64> {
 }
 
 /// A duration in ns, in the unit that suits it.
-fn fmt_duration(ns: f64) -> String {
+pub(super) fn fmt_duration(ns: f64) -> String {
     if ns < 1e3 {
         format!("{ns:.1} ns")
     } else if ns < 1e6 {
