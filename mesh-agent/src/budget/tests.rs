@@ -754,3 +754,55 @@ fn a_second_open_of_the_same_file_is_an_error() {
         .expect("the file is held");
     assert!(matches!(error, BudgetError::Open { .. }), "{error:?}");
 }
+
+#[test]
+fn the_writer_deletes_rows_past_30_days_while_it_runs() {
+    let file = TempFile::new("prune");
+    let clock = clock_at(T0);
+    let b = budget("b", BudgetLimit::Tokens(u64::MAX), DAY);
+    {
+        let ledger = open_ledger(&file, &clock);
+        ledger
+            .reserve("bot", &[&b], tokens(4))
+            .unwrap()
+            .settle(tokens(4))
+            .wait()
+            .unwrap();
+        // 31 days on, the next commit also prunes.
+        clock.advance(Duration::from_secs(31 * 86_400));
+        ledger
+            .reserve("bot", &[&b], tokens(6))
+            .unwrap()
+            .settle(tokens(6))
+            .wait()
+            .unwrap();
+    }
+    // Reopened back at the start (so open deletes nothing), only the
+    // second row is left.
+    clock.set(T0);
+    let ledger = open_ledger(&file, &clock);
+    assert_eq!(ledger.view("bot", &b).used, 6);
+}
+
+#[test]
+fn reservations_and_commits_cross_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Send + Sync>() {}
+    fn unpin_future<T: std::future::Future + Unpin + Send>() {}
+    send::<Reservation>();
+    sync::<Ledger>();
+    unpin_future::<Commit>();
+
+    let file = TempFile::new("threads");
+    let ledger = Ledger::open(file.path(), Arc::new(SystemClock)).unwrap();
+    let b = budget("b", BudgetLimit::Tokens(100), MINUTE);
+    let reservation = ledger.reserve("bot", &[&b], tokens(30)).unwrap();
+    let commit = thread::spawn(move || reservation.settle(tokens(20)))
+        .join()
+        .unwrap();
+    thread::spawn(move || commit.wait())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ledger.view("bot", &b).used, 20);
+}
