@@ -806,3 +806,75 @@ fn reservations_and_commits_cross_threads() {
         .unwrap();
     assert_eq!(ledger.view("bot", &b).used, 20);
 }
+
+/// The child side of [`a_killed_writer_loses_nothing_it_acknowledged`]:
+/// settles one token at a time, printing each count once durable. Does
+/// nothing unless started by that test.
+#[test]
+fn crash_child() {
+    let Some(path) = std::env::var_os("MESH_BUDGET_CRASH_CHILD") else {
+        return;
+    };
+    use std::io::Write as _;
+    let ledger = Ledger::open(Path::new(&path), Arc::new(SystemClock)).unwrap();
+    let b = budget("b", BudgetLimit::Tokens(u64::MAX), DAY);
+    let mut stdout = std::io::stdout();
+    for n in 1u64.. {
+        ledger
+            .reserve("bot", &[&b], tokens(1))
+            .unwrap()
+            .settle(tokens(1))
+            .wait()
+            .unwrap();
+        writeln!(stdout, "durable {n}").unwrap();
+        stdout.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_killed_writer_loses_nothing_it_acknowledged() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let file = TempFile::new("crash");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "budget::tests::crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MESH_BUDGET_CRASH_CHILD", file.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acknowledged = 0u64;
+    for line in lines.by_ref() {
+        if let Some(n) = line.unwrap().strip_prefix("durable ") {
+            acknowledged = n.parse().unwrap();
+            if acknowledged >= 50 {
+                break;
+            }
+        }
+    }
+    assert!(acknowledged >= 50, "the child stopped early");
+    // SIGKILL, mid-loop: the writer may be inside a transaction.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in lines {
+        if let Some(n) = line.unwrap().strip_prefix("durable ") {
+            acknowledged = n.parse().unwrap();
+        }
+    }
+    let ledger = Ledger::open(file.path(), Arc::new(SystemClock)).unwrap();
+    let used = ledger
+        .view("bot", &budget("b", BudgetLimit::Tokens(u64::MAX), DAY))
+        .used;
+    // Everything acknowledged is there; at most the one settlement after it
+    // (committed, not yet printed) too; none twice.
+    assert!(
+        used == acknowledged || used == acknowledged + 1,
+        "used {used}, acknowledged {acknowledged}"
+    );
+}
