@@ -37,7 +37,8 @@
 //!   was never seen to finish, so after a restart it is not counted (the
 //!   provider may still bill it; the next settled call counts from then on).
 //!   [`Ledger::open`] loads rows younger than 30 days + one slot and deletes
-//!   older ones; the writer deletes them hourly while it runs.
+//!   older ones; while it runs, the writer deletes them with the first
+//!   commit of each hour.
 //! - **Group commit**: one thread owns the database. Settlements reach it
 //!   over a channel; it drains everything queued, applies all of it in ONE
 //!   write transaction (read-modify-write of the slot rows), commits with
