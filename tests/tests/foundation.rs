@@ -689,7 +689,7 @@ fn meshctl_exec_passes_signals_on_and_still_hands_the_cgroup_back() {
     let status = exec.wait().expect("wait");
     assert_eq!(
         status.code(),
-        Some(128 + libc::SIGTERM as i32),
+        Some(128 + libc::SIGTERM),
         "exit code of the signalled command"
     );
     let left: Vec<_> = std::fs::read_dir(&mesh.parent_cgroup)

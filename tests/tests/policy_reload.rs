@@ -204,7 +204,9 @@ fn a_valid_change_takes_effect_without_a_restart_configmap_style() {
     let explanation: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(explanation["decision"], "allow", "{explanation:#}");
     assert!(
-        explanation["rule"].as_str().is_some_and(|r| r.starts_with("egress.allow[")),
+        explanation["rule"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("egress.allow[")),
         "{explanation:#}"
     );
     let out = mesh.meshctl(&[
