@@ -61,10 +61,14 @@ use anyhow::{bail, ensure, Context as _, Result};
 
 #[path = "bench_budget.rs"]
 mod budget;
+#[path = "bench_divan.rs"]
+mod divan;
 #[path = "bench_mcp.rs"]
 mod mcp;
 #[path = "bench_policy.rs"]
 mod policy;
+#[path = "bench_targets.rs"]
+mod targets;
 
 use crate::setup::{ensure_setup, Want};
 use crate::util::{
@@ -1968,14 +1972,8 @@ fn render_tcp(d: &mut String, p: &Params, nproc: usize, tcp: &TcpPart) {
     );
 
     // Targets of the issue.
-    let _ = writeln!(d, "### Targets\n");
-    let _ = writeln!(d, "| target | measured | |");
-    let _ = writeln!(d, "|---|---|---|");
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "met",
-        Some(false) => "**not met**",
-        None => "not measured",
-    };
+    targets::write_header(d);
+    let verdict = targets::verdict;
     let nginx_mbps = tcp.median(Target::Nginx, "mbps");
     for t in [Target::MeshSplice, Target::MeshCopy] {
         let f = ratio(tcp.median(t, "rr_p50"), direct_p50);

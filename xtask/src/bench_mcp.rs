@@ -664,14 +664,8 @@ pub(super) fn render(d: &mut String, p: &Params, nproc: usize, m: &McpPart) {
          40,821 req/s (0.57x, +82 µs).\n"
     );
 
-    let _ = writeln!(d, "### Targets\n");
-    let _ = writeln!(d, "| target | measured | |");
-    let _ = writeln!(d, "|---|---|---|");
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "met",
-        Some(false) => "**not met**",
-        None => "not measured",
-    };
+    targets::write_header(d);
+    let verdict = targets::verdict;
     let mesh_p50 = m.median(McpTarget::Mesh, "p50");
     let added = mesh_p50.zip(direct_p50).map(|(a, b)| a - b);
     let _ = writeln!(
