@@ -197,13 +197,7 @@ impl Drop for PeerServer {
 /// the port accepting). Panics with the server's output if it exits or is
 /// not ready within a minute.
 pub fn spawn_server(kind: PeerKind, host: &str, port: u16) -> PeerServer {
-    let ip: IpAddr = host
-        .parse()
-        .unwrap_or_else(|_| panic!("peer host {host:?} is not an IP address"));
-    assert!(
-        ip.is_loopback(),
-        "peer servers bind only to loopback, not {host}"
-    );
+    assert_loopback(host);
 
     let mut cmd = match kind {
         PeerKind::Mcp | PeerKind::McpSse => {
@@ -236,18 +230,7 @@ pub fn spawn_server(kind: PeerKind, host: &str, port: u16) -> PeerServer {
                 .current_dir(&node);
             return start(kind, c, host, Some(port));
         }
-        PeerKind::Aimock => {
-            let node = node_dir();
-            let mut c = Command::new("node");
-            c.arg(node.join("node_modules/@copilotkit/aimock/dist/cli.js"))
-                .args(["--host", host, "--port", &port.to_string()])
-                .arg("--fixtures")
-                .arg(scripts_dir().join("aimock-fixture.json"))
-                // info: it prints "listening on http://host:port" (the readiness line).
-                .args(["--log-level", "info", "--validate-on-load"])
-                .current_dir(&node);
-            c
-        }
+        PeerKind::Aimock => return spawn_aimock_with(host, port, &[]),
     };
     cmd.current_dir(scripts_dir());
     start(kind, cmd, host, None)
@@ -257,13 +240,7 @@ pub fn spawn_server(kind: PeerKind, host: &str, port: u16) -> PeerServer {
 /// with more fixture files of tests/peers after it (aimock matches the first
 /// fixture that fits, in file order).
 pub fn spawn_aimock_with(host: &str, port: u16, extra_fixtures: &[&str]) -> PeerServer {
-    let ip: IpAddr = host
-        .parse()
-        .unwrap_or_else(|_| panic!("peer host {host:?} is not an IP address"));
-    assert!(
-        ip.is_loopback(),
-        "peer servers bind only to loopback, not {host}"
-    );
+    assert_loopback(host);
     let node = node_dir();
     let mut c = Command::new("node");
     c.arg(node.join("node_modules/@copilotkit/aimock/dist/cli.js"))
@@ -279,6 +256,33 @@ pub fn spawn_aimock_with(host: &str, port: u16, extra_fixtures: &[&str]) -> Peer
     c.args(["--log-level", "info", "--validate-on-load"])
         .current_dir(&node);
     start(PeerKind::Aimock, c, host, None)
+}
+
+/// Peer servers bind only to loopback (the safety rules).
+fn assert_loopback(host: &str) {
+    let ip: IpAddr = host
+        .parse()
+        .unwrap_or_else(|_| panic!("peer host {host:?} is not an IP address"));
+    assert!(
+        ip.is_loopback(),
+        "peer servers bind only to loopback, not {host}"
+    );
+}
+
+/// Runs a peer script as `agent` through `meshctl exec`; panics (with the
+/// daemon's log) unless it exits 0. Returns its stdout.
+pub fn run_as(mesh: &crate::Mesh, agent: &str, script: &str, args: &[&str]) -> String {
+    let argv = python_argv(script, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = mesh.exec(agent, &argv);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed:\nstdout:\n{}\nstderr:\n{}\ndaemon:\n{}",
+        crate::stdout(&out),
+        crate::stderr(&out),
+        mesh.daemon_log()
+    );
+    crate::stdout(&out)
 }
 
 /// A port free on the wildcard address (for server-everything, which binds

@@ -18,7 +18,7 @@ use std::{
 
 use mesh_tests::{
     command_in_cgroup, meshctl_bin,
-    peers::{python_argv, spawn_aimock_with, spawn_server, PeerKind, PeerServer},
+    peers::{python_argv, run_as, spawn_aimock_with, spawn_server, PeerKind, PeerServer},
     run_in_cgroup, stderr, stdout, HttpServer, Mesh,
 };
 use serde_json::Value;
@@ -42,22 +42,6 @@ fn llm_policy(agent: &str, mock: &PeerServer, budgets: &[&str]) -> String {
          prices:\n  gpt-4o-mini: {{ input: 0.15, output: 0.60 }}\n\
          budgets:\n{budgets}"
     )
-}
-
-/// Runs a peer script as `agent` through `meshctl exec`; panics (with the
-/// daemon's log) unless it exits 0. Returns its stdout.
-fn run(mesh: &Mesh, agent: &str, script: &str, args: &[&str]) -> String {
-    let argv = python_argv(script, args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = mesh.exec(agent, &argv);
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed:\nstdout:\n{}\nstderr:\n{}\ndaemon:\n{}",
-        stdout(&out),
-        stderr(&out),
-        mesh.daemon_log()
-    );
-    stdout(&out)
 }
 
 /// The last JSON line a peer printed.
@@ -208,7 +192,7 @@ fn a_burst_of_streamed_calls_settles_exactly_and_never_exceeds_the_limit() {
 
     let base = mock.openai_base_url();
     let calls = CALLS.to_string();
-    let out = run(
+    let out = run_as(
         &mesh,
         agent,
         "llm_burst.py",
@@ -331,7 +315,7 @@ fn a_stream_is_cut_cleanly_at_its_reservation() {
     );
     let base = mock.openai_base_url();
     let story = |max_tokens: &str| {
-        last_json(&run(
+        last_json(&run_as(
             &mesh,
             agent,
             "llm_client.py",

@@ -5,24 +5,10 @@
 //! exactly as the fixture says (11 input, 7 output), streaming or not.
 use mesh_tests::{
     egress_policy,
-    peers::{python_argv, spawn_server, PeerKind, PeerServer},
-    stderr, stdout, Mesh,
+    peers::{run_as, spawn_server, PeerKind, PeerServer},
+    Mesh,
 };
 use serde_json::Value;
-
-fn run(mesh: &Mesh, agent: &str, script: &str, args: &[&str]) -> String {
-    let argv = python_argv(script, args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = mesh.exec(agent, &argv);
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed:\nstdout:\n{}\nstderr:\n{}\ndaemon:\n{}",
-        stdout(&out),
-        stderr(&out),
-        mesh.daemon_log()
-    );
-    stdout(&out)
-}
 
 fn calls(mesh: &Mesh, server: &PeerServer, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     mesh.call_records(&server.addr().to_string(), until)
@@ -46,14 +32,14 @@ fn a2a(protocol: &str, send: &str, stream: &str) {
         )],
     );
     let url = server.url();
-    let out = run(
+    let out = run_as(
         &mesh,
         &agent,
         "a2a_client.py",
         &["--url", &url, "--script", "send", "--protocol", protocol],
     );
     assert!(out.contains("hello"), "{out}");
-    let out = run(
+    let out = run_as(
         &mesh,
         &agent,
         "a2a_client.py",
@@ -114,7 +100,7 @@ fn openai_and_anthropic_usage_is_extracted_streaming_or_not() {
     ];
     for (provider, base, api, method) in &cases {
         for stream in ["0", "1"] {
-            let out = run(
+            let out = run_as(
                 &mesh,
                 "llm",
                 "llm_client.py",
