@@ -18,6 +18,8 @@
 //! a price cannot be called under a usd budget.
 use std::time::Duration;
 
+use hyper::StatusCode;
+
 use crate::{
     budget::{Exhausted, Ledger, Reservation, Spend},
     config::DEFAULT_MAX_OUTPUT_TOKENS,
@@ -59,6 +61,9 @@ impl Charge {
 /// A call its budgets cannot take.
 #[derive(Debug)]
 pub struct BudgetRefusal {
+    /// 429 when the budget is used up; 403 when the call cannot be costed
+    /// (a model without a price under a usd budget): retrying cannot help.
+    pub status: StatusCode,
     /// `budgets[NAME]`.
     pub rule: String,
     pub reason: String,
@@ -74,6 +79,7 @@ impl BudgetRefusal {
             None => "; it can never fit this budget".to_owned(),
         };
         BudgetRefusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
             rule: format!("budgets[{}]", e.budget),
             reason: format!("{e}{when} (on_exhaust: {})", e.on_exhaust.as_str()),
             on_exhaust: e.on_exhaust,
@@ -113,6 +119,7 @@ pub fn reserve(
                     .find(|b| matches!(b.limit, crate::policy::BudgetLimit::Usd(_)))
                     .map_or("", |b| &*b.name);
                 return Err(BudgetRefusal {
+                    status: StatusCode::FORBIDDEN,
                     rule: format!("budgets[{name}]"),
                     reason: format!(
                         "model {:?} has no entry in prices, and usd budget {name} needs its price",

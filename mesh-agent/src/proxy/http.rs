@@ -436,6 +436,7 @@ impl HttpConn {
         refused: BudgetRefusal,
     ) -> Response<ProxyBody> {
         let BudgetRefusal {
+            status,
             rule,
             reason,
             on_exhaust,
@@ -453,14 +454,7 @@ impl HttpConn {
         ex.verdict = verdict;
         ex.rule = rule.clone();
         ex.reason = Some(reason.clone());
-        let mut resp = refusal(
-            call,
-            headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            &rule,
-            &reason,
-            ex.audit_id,
-        );
+        let mut resp = refusal(call, headers, status, &rule, &reason, ex.audit_id);
         if let Some(after) = retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             resp.headers_mut()

@@ -1270,6 +1270,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_model_without_a_price_under_a_usd_budget_is_refused_for_good() {
+        // Never dialled: the refusal comes before forwarding.
+        let upstream = raw_upstream(
+            b"HTTP/1.1 500 Unexpected\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        let f = fixture(&policy_with_budget(
+            &upstream.to_string(),
+            "{ name: spend, limit: { usd: 5 }, window: 24h, on_exhaust: halt }",
+        ))
+        .await;
+        let body = r#"{"model":"gpt-4o-mini","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+        let resp = exchange(&f, upstream, &post("/v1/chat/completions", body, "")).await;
+        assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+        assert!(resp.contains("has no entry in prices"), "{resp}");
+        assert!(resp.contains(r#""code":"mesh_policy""#), "{resp}");
+        assert!(resp.contains("budgets[spend]"), "{resp}");
+        assert_eq!(first_budget(&f).used, 0);
+    }
+
+    #[tokio::test]
     async fn an_escalating_budget_answers_a_hold_that_says_approval_is_required() {
         let upstream = mcp_upstream().await;
         let f = fixture(&policy_with_budget(
