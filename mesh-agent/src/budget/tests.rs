@@ -33,6 +33,16 @@ fn tokens(n: u64) -> Spend {
     }
 }
 
+/// Reserves `reserve`, settles at `actual` and waits until it is durable.
+fn spend_now(ledger: &Ledger, agent: &str, budgets: &[&Budget], reserve: Spend, actual: Spend) {
+    ledger
+        .reserve(agent, budgets, reserve)
+        .unwrap()
+        .settle(actual)
+        .wait()
+        .unwrap();
+}
+
 fn clock_at(ms: u64) -> Arc<ManualClock> {
     Arc::new(ManualClock::new(ms))
 }
@@ -299,12 +309,7 @@ fn spend_leaves_the_window_at_its_slot_end_plus_the_window() {
     let clock = clock_at(T0 + 10_500);
     let ledger = memory_ledger(&clock);
     let b = budget("b", BudgetLimit::Tokens(1000), MINUTE);
-    ledger
-        .reserve("bot", &[&b], tokens(1000))
-        .unwrap()
-        .settle(tokens(1000))
-        .wait()
-        .unwrap();
+    spend_now(&ledger, "bot", &[&b], tokens(1000), tokens(1000));
 
     clock.set(T0 + 70_999);
     let refused = ledger.reserve("bot", &[&b], tokens(1)).unwrap_err();
@@ -329,21 +334,11 @@ fn retry_after_is_when_enough_spend_has_left() {
     // 3 calls in the first slot, 7 in the slot starting at T0 + 5 min.
     for at in [T0, T0 + 1, T0 + 59_999] {
         clock.set(at);
-        ledger
-            .reserve("bot", &[&b], one_call)
-            .unwrap()
-            .settle(one_call)
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "bot", &[&b], one_call, one_call);
     }
     clock.set(T0 + 300_000);
     for _ in 0..7 {
-        ledger
-            .reserve("bot", &[&b], one_call)
-            .unwrap()
-            .settle(one_call)
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "bot", &[&b], one_call, one_call);
     }
     clock.set(T0 + 600_000);
     // 2 calls need the first slot gone: at T0 + 60 s + 1 h.
@@ -389,12 +384,7 @@ fn slots_stay_bounded_by_the_window() {
     let ledger = memory_ledger(&clock);
     let b = budget("b", BudgetLimit::Tokens(u64::MAX), MINUTE);
     for _ in 0..1000 {
-        ledger
-            .reserve("bot", &[&b], tokens(1))
-            .unwrap()
-            .settle(tokens(1))
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "bot", &[&b], tokens(1), tokens(1));
         clock.advance(Duration::from_millis(700));
     }
     // 60 s of 1 s slots, plus the current one.
@@ -407,12 +397,7 @@ fn a_changed_limit_or_window_applies_to_the_spend_already_there() {
     let clock = clock_at(T0);
     let ledger = memory_ledger(&clock);
     let day = budget("b", BudgetLimit::Tokens(1000), DAY);
-    ledger
-        .reserve("bot", &[&day], tokens(600))
-        .unwrap()
-        .settle(tokens(600))
-        .wait()
-        .unwrap();
+    spend_now(&ledger, "bot", &[&day], tokens(600), tokens(600));
 
     let lower = budget("b", BudgetLimit::Tokens(500), DAY);
     let refused = ledger.reserve("bot", &[&lower], tokens(1)).unwrap_err();
@@ -477,22 +462,12 @@ fn settled_spend_survives_a_reopen() {
                 nano_usd: 0,
                 calls: 1,
             };
-            ledger
-                .reserve("bot", &[&b, &calls], spend)
-                .unwrap()
-                .settle(spend)
-                .wait()
-                .unwrap();
+            spend_now(&ledger, "bot", &[&b, &calls], spend, spend);
             clock.advance(Duration::from_secs(30));
         }
         // A reservation in flight is never persisted.
         let _in_flight = ledger.reserve("bot", &[&b], tokens(500)).unwrap();
-        ledger
-            .reserve("other", &[&b], tokens(7))
-            .unwrap()
-            .settle(tokens(7))
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "other", &[&b], tokens(7), tokens(7));
     }
     let ledger = open_ledger(&file, &clock);
     let view = ledger.view("bot", &b);
@@ -500,12 +475,7 @@ fn settled_spend_survives_a_reopen() {
     assert_eq!(ledger.view("other", &b).used, 7);
     assert_eq!(ledger.view("bot", &calls).used, 2);
     // More spend adds to the same rows and stays after another reopen.
-    ledger
-        .reserve("bot", &[&b], tokens(1))
-        .unwrap()
-        .settle(tokens(1))
-        .wait()
-        .unwrap();
+    spend_now(&ledger, "bot", &[&b], tokens(1), tokens(1));
     drop(ledger);
 
     // Two minutes on, the 1m window's spend has left; the day's has not.
@@ -598,12 +568,7 @@ fn rows_that_do_not_decode_are_skipped() {
     // A settlement onto the undecodable row of "c" replaces it.
     let c = budget("c", BudgetLimit::Tokens(100), MINUTE);
     clock.set(T0);
-    ledger
-        .reserve("bot", &[&c], tokens(3))
-        .unwrap()
-        .settle(tokens(3))
-        .wait()
-        .unwrap();
+    spend_now(&ledger, "bot", &[&c], tokens(3), tokens(3));
     drop(ledger);
     let ledger = open_ledger(&file, &clock);
     assert_eq!(ledger.view("bot", &c).used, 3);
@@ -762,20 +727,10 @@ fn the_writer_deletes_rows_past_30_days_while_it_runs() {
     let b = budget("b", BudgetLimit::Tokens(u64::MAX), DAY);
     {
         let ledger = open_ledger(&file, &clock);
-        ledger
-            .reserve("bot", &[&b], tokens(4))
-            .unwrap()
-            .settle(tokens(4))
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "bot", &[&b], tokens(4), tokens(4));
         // 31 days on, the next commit also prunes.
         clock.advance(Duration::from_secs(31 * 86_400));
-        ledger
-            .reserve("bot", &[&b], tokens(6))
-            .unwrap()
-            .settle(tokens(6))
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "bot", &[&b], tokens(6), tokens(6));
     }
     // Reopened back at the start (so open deletes nothing), only the
     // second row is left.
@@ -820,12 +775,7 @@ fn crash_child() {
     let b = budget("b", BudgetLimit::Tokens(u64::MAX), DAY);
     let mut stdout = std::io::stdout();
     for n in 1u64.. {
-        ledger
-            .reserve("bot", &[&b], tokens(1))
-            .unwrap()
-            .settle(tokens(1))
-            .wait()
-            .unwrap();
+        spend_now(&ledger, "bot", &[&b], tokens(1), tokens(1));
         writeln!(stdout, "durable {n}").unwrap();
         stdout.flush().unwrap();
     }
