@@ -13,7 +13,7 @@
 
 use http::{request::Parts, HeaderName, HeaderValue, Method, Request};
 use libfuzzer_sys::fuzz_target;
-use mesh_agent::l7::{
+use mesh_l7::{
     jsonrpc::{self, Message},
     request::{self, Classified},
 };

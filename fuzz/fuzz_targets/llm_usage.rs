@@ -13,7 +13,7 @@
 
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use mesh_agent::l7::{
+use mesh_l7::{
     llm::{self, LlmApi, UsageTracker},
     sse::SseParser,
 };

@@ -17,7 +17,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_agent::l7::sse::{SseError, SseEvent, SseParser};
+use mesh_l7::sse::{SseError, SseEvent, SseParser};
 
 const LIMITS: [usize; 4] = [8, 64, 1024, 1 << 20];
 

@@ -1,13 +1,18 @@
 //! mesh-agent: the daemon and the operator CLI over one library.
+//!
+//! The pure parts live in crates of their own, fenced from sockets and BPF:
+//! `mesh-l7` (parsers), `mesh-policy` (policy and decisions) and `mesh-budget`
+//! (the ledger). They are re-exported here so the daemon reads as one tree.
+pub use mesh_budget as budget;
+pub use mesh_l7 as l7;
+pub use mesh_policy as policy;
+
 pub mod admin;
 pub mod bpf;
-pub mod budget;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
-pub mod l7;
 pub mod metrics;
-pub mod policy;
 pub mod policy_watch;
 pub mod proxy;
 pub mod records;

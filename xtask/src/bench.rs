@@ -22,13 +22,13 @@
 //!
 //! A third part (`bench_policy.rs`) measures the policy engine in-process,
 //! with no daemon and no network: the divan benchmark
-//! `mesh-agent/benches/policy.rs` (decision latency for a `tools/call`
+//! `mesh-policy/benches/policy.rs` (decision latency for a `tools/call`
 //! against 1,000 agents x 50 rules, reload time of that set) and the
-//! allocation test `mesh-agent/tests/policy_alloc.rs` (an allowed decision
+//! allocation test `mesh-policy/tests/policy_alloc.rs` (an allowed decision
 //! makes no heap allocation).
 //!
 //! A fourth part (`bench_budget.rs`) measures the budget ledger in-process:
-//! the benchmark `mesh-agent/benches/budget.rs` (reserve + settle in memory
+//! the benchmark `mesh-budget/benches/budget.rs` (reserve + settle in memory
 //! and with redb, allocations per call, and the group commit with 1, 8 and
 //! 64 concurrent settlers).
 //!

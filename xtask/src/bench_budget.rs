@@ -1,8 +1,8 @@
 //! The budget-ledger part of `cargo xtask bench` (docs/benchmarks.md).
 //!
 //! In-process numbers, no daemon and no network, from the benchmark
-//! `mesh-agent/benches/budget.rs` run twice: as a divan benchmark
-//! (`cargo bench -p mesh-agent --bench budget`: reserve + settle against
+//! `mesh-budget/benches/budget.rs` run twice: as a divan benchmark
+//! (`cargo bench -p mesh-budget --bench budget`: reserve + settle against
 //! three budgets in memory and with redb, a refused reservation, and the
 //! allocations per call from divan's `AllocProfiler`), then with
 //! `MESH_BUDGET_GROUP_COMMIT=1` (the group commit: 1, 8 and 64 threads
@@ -15,7 +15,7 @@ use super::divan::{
 use super::targets::{self, verdict};
 use super::*;
 
-const BENCH_FILE: &str = "mesh-agent/benches/budget.rs";
+const BENCH_FILE: &str = "mesh-budget/benches/budget.rs";
 /// The benchmarks of `BENCH_FILE`, in report order, with what each times.
 const IN_MEMORY: &str = "reserve_settle_in_memory";
 const REFUSED: &str = "reserve_refused_in_memory";
@@ -27,7 +27,8 @@ const BENCHMARKS: [(&str, &str); 3] = [
 ];
 /// The issue's target for the in-memory reserve + settle median, in ns.
 const RESERVE_SETTLE_P50_TARGET_NS: f64 = 2000.0;
-/// The divan benchmark, `mesh-agent/benches/<BENCH>.rs`.
+/// The crate and divan benchmark of `BENCH_FILE`.
+const PACKAGE: &str = "mesh-budget";
 const BENCH: &str = "budget";
 /// Where the benchmark puts its redb files.
 const BENCH_DIR_ENV: &str = "MESH_BUDGET_BENCH_DIR";
@@ -92,6 +93,7 @@ pub(super) fn run(env: &Env) -> BudgetPart {
     let mut bench_errors = Vec::new();
     let divan = divan::run_benchmarks(
         env,
+        PACKAGE,
         BENCH,
         &[(BENCH_DIR_ENV, env.dir.as_os_str())],
         &BENCHMARKS,
@@ -136,7 +138,7 @@ pub(super) fn run(env: &Env) -> BudgetPart {
 }
 
 fn run_group_commit(env: &Env) -> Result<Vec<GroupRow>> {
-    let mut bench = divan::bench_command(BENCH);
+    let mut bench = divan::bench_command(PACKAGE, BENCH);
     bench
         .env(BENCH_DIR_ENV, &env.dir)
         .env("MESH_BUDGET_GROUP_COMMIT", "1");
@@ -206,7 +208,7 @@ pub(super) fn render(d: &mut String, part: &BudgetPart) {
     let _ = writeln!(
         d,
         "In-process, no network: the benchmark `{BENCH_FILE}`, run with \
-         `cargo bench -p mesh-agent --bench budget -- --color never` (the bench profile: the workspace's \
+         `cargo bench -p mesh-budget --bench budget -- --color never` (the bench profile: the workspace's \
          release settings; {}), after building it. The ledger holds 1,000 agents, each charged once \
          beforehand against three budgets: tokens (24h), usd (24h) and calls (1m, so 1 s slots), with \
          limits no call reaches. One call reserves 5,000 tokens, $0.003 and 1 call and settles 1,800 \

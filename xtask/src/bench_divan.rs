@@ -1,4 +1,5 @@
-//! The divan benchmarks of mesh-agent (`mesh-agent/benches/*.rs`), as the
+//! The divan benchmarks of the pure crates (`mesh-policy/benches/policy.rs`,
+//! `mesh-budget/benches/budget.rs`), as the
 //! in-process parts of `cargo xtask bench` (policy, budget) run them:
 //! build, run with a deadline, and read the table divan prints (divan 0.1
 //! has no machine-readable output), allocation lines included; and the
@@ -109,11 +110,11 @@ impl DivanOutput {
     }
 }
 
-/// `cargo bench -p mesh-agent --bench <bench>`, without colours.
-pub(super) fn bench_command(bench: &str) -> Command {
+/// `cargo bench -p <package> --bench <bench>`, without colours.
+pub(super) fn bench_command(package: &str, bench: &str) -> Command {
     let mut command = cargo();
     command
-        .args(["bench", "-p", "mesh-agent", "--bench", bench])
+        .args(["bench", "-p", package, "--bench", bench])
         .env("CARGO_TERM_COLOR", "never")
         .env("NO_COLOR", "1");
     command
@@ -131,6 +132,7 @@ pub(super) type Column<'a> = (&'a str, &'a dyn Fn(&DivanRow) -> String);
 /// output then has no or some rows (and the compiler's version all the same).
 pub(super) fn run_benchmarks(
     env: &Env,
+    package: &str,
     bench: &str,
     envs: &[(&str, &OsStr)],
     benchmarks: Benchmarks,
@@ -138,7 +140,7 @@ pub(super) fn run_benchmarks(
     errors: &mut Vec<String>,
 ) -> DivanOutput {
     let rustc_version = command_line("rustc", &["--version"]);
-    let divan = match run(env, bench, envs) {
+    let divan = match run(env, package, bench, envs) {
         Ok(divan) => DivanOutput {
             rustc_version,
             ..divan
@@ -195,14 +197,19 @@ pub(super) fn write_results(
     let _ = writeln!(d);
 }
 
-/// Builds, then runs the divan benchmark `bench` (bench profile, no
+/// Builds, then runs the divan benchmark `bench` of `package` (bench profile, no
 /// colours, `envs` set for the run) and reads its table. Built first so
 /// that compiling does not run alongside the timed part. Logs:
 /// `<bench>-build.log` and `<bench>-bench.log` in the bench directory.
-pub(super) fn run(env: &Env, bench: &str, envs: &[(&str, &OsStr)]) -> Result<DivanOutput> {
+pub(super) fn run(
+    env: &Env,
+    package: &str,
+    bench: &str,
+    envs: &[(&str, &OsStr)],
+) -> Result<DivanOutput> {
     let mut build = cargo();
     build
-        .args(["bench", "-p", "mesh-agent", "--bench", bench, "--no-run"])
+        .args(["bench", "-p", package, "--bench", bench, "--no-run"])
         .env("CARGO_TERM_COLOR", "never");
     let log = env.dir.join(format!("{bench}-build.log"));
     let (status, _, stderr) = run_captured(build, BENCH_TIMEOUT, &log)?;
@@ -212,7 +219,7 @@ pub(super) fn run(env: &Env, bench: &str, envs: &[(&str, &OsStr)]) -> Result<Div
         tail(&stderr, OUTPUT_LINES)
     );
 
-    let mut run = bench_command(bench);
+    let mut run = bench_command(package, bench);
     run.envs(envs.iter().copied())
         .args(["--", "--color", "never"]);
     let log = env.dir.join(format!("{bench}-bench.log"));

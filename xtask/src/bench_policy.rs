@@ -1,10 +1,10 @@
 //! The policy-decision part of `cargo xtask bench` (docs/benchmarks.md).
 //!
 //! In-process numbers, no daemon and no network: the divan benchmark
-//! `mesh-agent/benches/policy.rs` (`cargo bench -p mesh-agent --bench
+//! `mesh-policy/benches/policy.rs` (`cargo bench -p mesh-policy --bench
 //! policy`), which times the policy engine's decision for a `tools/call`
 //! against 1,000 agents x 50 rules and the load of that whole set, and the
-//! allocation test `mesh-agent/tests/policy_alloc.rs`, which checks that an
+//! allocation test `mesh-policy/tests/policy_alloc.rs`, which checks that an
 //! allowed decision makes no heap allocation. divan prints a table only (no
 //! machine-readable output in 0.1), so this part reads that table
 //! (`bench_divan.rs`, shared with the budget part).
@@ -12,8 +12,8 @@ use super::divan::{self, fmt_duration, run_captured, DivanOutput, OUTPUT_LINES};
 use super::targets::{self, verdict};
 use super::*;
 
-const BENCH_FILE: &str = "mesh-agent/benches/policy.rs";
-const ALLOC_TEST_FILE: &str = "mesh-agent/tests/policy_alloc.rs";
+const BENCH_FILE: &str = "mesh-policy/benches/policy.rs";
+const ALLOC_TEST_FILE: &str = "mesh-policy/tests/policy_alloc.rs";
 /// The benchmarks of `BENCH_FILE`, in report order, with what each times.
 const ALLOWED: &str = "decide_allowed_tool_call";
 const REFUSED: &str = "decide_refused_tool_call";
@@ -27,7 +27,8 @@ const BENCHMARKS: [(&str, &str); 3] = [
 const ALLOC_TEST: &str = "allowed_tool_call_decision_does_not_allocate";
 /// The issue's target for the allowed decision's median, in ns.
 const DECISION_P50_TARGET_NS: f64 = 1000.0;
-/// The divan benchmark, `mesh-agent/benches/<BENCH>.rs`.
+/// The crate and divan benchmark of `BENCH_FILE`.
+const PACKAGE: &str = "mesh-policy";
 const BENCH: &str = "policy";
 /// Includes compiling (a debug test build).
 const TEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -79,6 +80,7 @@ pub(super) fn run(env: &Env) -> PolicyPart {
     let mut bench_errors = Vec::new();
     let divan = divan::run_benchmarks(
         env,
+        PACKAGE,
         BENCH,
         &[],
         &BENCHMARKS,
@@ -116,7 +118,7 @@ fn run_alloc_test(env: &Env) -> AllocTest {
     test.args([
         "test",
         "-p",
-        "mesh-agent",
+        PACKAGE,
         "--test",
         "policy_alloc",
         "--",
@@ -178,7 +180,7 @@ pub(super) fn render(d: &mut String, part: &PolicyPart) {
     let _ = writeln!(
         d,
         "In-process, no I/O: the divan benchmark `{BENCH_FILE}`, run with \
-         `cargo bench -p mesh-agent --bench policy -- --color never` (the bench profile: the workspace's \
+         `cargo bench -p mesh-policy --bench policy -- --color never` (the bench profile: the workspace's \
          release settings; {}), one thread, after building it. The policy set: 1,000 agents with 50 rules \
          each (10 egress entries; 4 MCP servers with 6 tool globs, a grant and a resource glob each; an \
          LLM entry with 4 model globs), generated as YAML texts the way an operator writes them and loaded \
@@ -200,7 +202,7 @@ pub(super) fn render(d: &mut String, part: &PolicyPart) {
         "divan times each sample of consecutive calls and divides by its calls; fastest, slowest, median \
          and mean are over the samples, so the median is the median sample's time per call. Timer \
          precision, as divan measured it: {}. Other work shares the machine (see Machine above). Then the \
-         allocation test `{ALLOC_TEST_FILE}` (`cargo test -p mesh-agent --test policy_alloc`, debug build): a \
+         allocation test `{ALLOC_TEST_FILE}` (`cargo test -p mesh-policy --test policy_alloc`, debug build): a \
          counting global allocator counts the allocations made on the test's thread during one allowed \
          `tools/call` decision (deny globs, class, grant, no `when` conditions) and one `visible()` check, \
          on a two-server policy, and checks that it does count those of a refusal.\n",

@@ -6,7 +6,7 @@
 //! A condition that fails to evaluate, or yields something other than a
 //! boolean, does not hold; the reason says why.
 
-use crate::l7::Arguments;
+use mesh_l7::Arguments;
 use schemars::JsonSchema;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;

@@ -238,7 +238,7 @@ pub fn agent_card_call(head: &Parts) -> Option<Call> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l7::{jsonrpc::parse_message, RpcId};
+    use crate::{jsonrpc::parse_message, RpcId};
     use serde_json::json;
 
     fn call(version: Option<&str>, body: &str) -> Call {

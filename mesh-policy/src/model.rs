@@ -159,7 +159,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// As [`crate::l7::llm::LlmApi::provider`] names it.
+    /// As [`mesh_l7::llm::LlmApi::provider`] names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Openai => "openai",

@@ -827,7 +827,7 @@ pub fn with_output_bound(api: LlmApi, body: &[u8], max_tokens: u64) -> Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l7::sse::SseParser;
+    use crate::sse::SseParser;
 
     fn post(path: &str, body: &str) -> Option<Result<LlmRequest, L7Error>> {
         classify(&http::Method::POST, path, body.as_bytes())

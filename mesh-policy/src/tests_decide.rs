@@ -3,8 +3,8 @@
 //! undeclared servers, and explanations.
 
 use super::*;
-use crate::l7::llm::{LlmApi, LlmRequest};
-use crate::l7::{a2a::AGENT_CARD_METHOD, Arguments, Call, Direction, Protocol};
+use mesh_l7::llm::{LlmApi, LlmRequest};
+use mesh_l7::{a2a::AGENT_CARD_METHOD, Arguments, Call, Direction, Protocol};
 
 const HEAD: &str = "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: a\n";
 
@@ -625,7 +625,7 @@ fn explain_lists_the_steps() {
 
 #[test]
 fn architecture_example_policy_loads_and_decides() {
-    let doc = include_str!("../../../docs/ARCHITECTURE.md");
+    let doc = include_str!("../../docs/ARCHITECTURE.md");
     let section = doc.split("## 5. Policy").nth(1).unwrap_or_default();
     let example = section
         .split("```yaml\n")

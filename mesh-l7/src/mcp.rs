@@ -732,7 +732,7 @@ pub fn endpoint_session(data: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l7::{jsonrpc::parse_message, RpcId};
+    use crate::{jsonrpc::parse_message, RpcId};
     use serde_json::json;
 
     fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
@@ -963,8 +963,8 @@ mod tests {
         let Message::Response { status, .. } = parse_message(result.as_bytes()).unwrap() else {
             panic!()
         };
-        assert_eq!(status, crate::l7::OutcomeStatus::InputRequired);
-        let raw = crate::l7::jsonrpc::result_raw(result.as_bytes()).unwrap();
+        assert_eq!(status, crate::OutcomeStatus::InputRequired);
+        let raw = crate::jsonrpc::result_raw(result.as_bytes()).unwrap();
         let calls = input_requests(raw, McpGeneration::Stateless).unwrap();
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].method, "elicitation/create");

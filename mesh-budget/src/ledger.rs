@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::store::{self, CommitWaiter, SettledRow, Store};
 use super::window::{duration_ms, BudgetState};
 use super::{limit_in_unit, BudgetError, BudgetView, Clock, Exhausted, Spend, Unit};
-use crate::policy::Budget;
+use mesh_policy::Budget;
 
 /// Budgets a single reservation can charge without a heap allocation.
 const INLINE_CHARGED: usize = 8;

@@ -1,5 +1,5 @@
 //! Policy decision latency and reload time (issue 4's benchmark), run by
-//! `cargo bench -p mesh-agent --bench policy` and by `cargo xtask bench`.
+//! `cargo bench -p mesh-policy --bench policy` and by `cargo xtask bench`.
 //!
 //! The set: 1,000 agents with 50 rules each (10 egress entries; 4 MCP servers
 //! with 6 tool globs, a grant and a resource glob each; an LLM entry with
@@ -9,10 +9,8 @@
 //! (checked by `tests/policy_alloc.rs`).
 use std::net::SocketAddr;
 
-use mesh_agent::{
-    l7::{Call, Direction, Protocol},
-    policy::{CallContext, DecisionPoint, PolicySet},
-};
+use mesh_l7::{Call, Direction, Protocol};
+use mesh_policy::{CallContext, DecisionPoint, PolicySet};
 
 const AGENTS: usize = 1000;
 

@@ -19,7 +19,7 @@ use super::decision::CallContext;
 use super::egress::canonical_ip;
 use super::glob::glob_matches;
 use super::PolicySet;
-use crate::l7::Protocol;
+use mesh_l7::Protocol;
 
 /// The A2A methods that send a message (and so count as a call).
 const A2A_MESSAGE_METHODS: &[&str] = &[

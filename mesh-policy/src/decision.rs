@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc};
 use super::EgressDecision;
 #[allow(unused_imports)] // named in the module documentation
 use super::PolicySet;
-use crate::l7::Call;
+use mesh_l7::Call;
 
 /// Everything a decision may depend on: who calls (from the kernel, never from
 /// headers), where to (the original destination and the name the agent used),

@@ -34,7 +34,7 @@ mod tests {
         assert!(
             have == want,
             "{} is out of date with the policy model; regenerate it with\n  \
-             MESH_UPDATE_SCHEMA=1 cargo test -p mesh-agent --lib schema",
+             MESH_UPDATE_SCHEMA=1 cargo test -p mesh-policy --lib schema",
             path.display()
         );
     }

@@ -83,7 +83,7 @@ pub struct Arguments(Box<serde_json::value::RawValue>);
 impl Arguments {
     /// Validates `raw` (as `serde_json::Value` would parse it, recursion
     /// limit included, without building it); `null` is absent.
-    pub(crate) fn from_raw(
+    pub fn from_raw(
         what: &str,
         raw: &serde_json::value::RawValue,
     ) -> Result<Option<Arguments>, L7Error> {

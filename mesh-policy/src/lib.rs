@@ -19,7 +19,7 @@ mod model;
 mod schema;
 mod store;
 mod values;
-pub(crate) mod yaml;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;

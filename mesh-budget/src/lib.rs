@@ -67,7 +67,7 @@ use std::time::Duration;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ledger::{Commit, CommitStats, Ledger, Reservation};
 
-use crate::policy::{BudgetLimit, OnExhaust};
+use mesh_policy::{BudgetLimit, OnExhaust};
 
 /// What a budget counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::decide::Trace;
 use super::values::{Host, ServerAddress};
 use super::{CallContext, Decision, PolicySet};
-use crate::l7::{Arguments, Call, Direction, Protocol};
+use mesh_l7::{Arguments, Call, Direction, Protocol};
 
 /// A call to explain: `server` is an MCP server's name in the agent's policy
 /// (`mcp[].server`) or its address (`host:port[/path]`).

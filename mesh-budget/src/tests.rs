@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::store::{encode_key, encode_value};
 use super::*;
-use crate::policy::{Budget, BudgetLimit, OnExhaust};
+use mesh_policy::{Budget, BudgetLimit, OnExhaust};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);

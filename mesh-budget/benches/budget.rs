@@ -1,5 +1,5 @@
 //! Budget ledger cost (issue 5's benchmark), run by
-//! `cargo bench -p mesh-agent --bench budget` and by `cargo xtask bench`.
+//! `cargo bench -p mesh-budget --bench budget` and by `cargo xtask bench`.
 //!
 //! Two modes:
 //! - divan (the default): reserve + settle of one call against an agent's
@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use divan::AllocProfiler;
-use mesh_agent::budget::{Ledger, Spend, SystemClock};
-use mesh_agent::policy::{Budget, BudgetLimit, OnExhaust};
+use mesh_budget::{Ledger, Spend, SystemClock};
+use mesh_policy::{Budget, BudgetLimit, OnExhaust};
 
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();

@@ -19,7 +19,7 @@ use super::{
     CallContext, Decision, DecisionPoint, EgressDecision, EgressPolicy, ListKind, PolicySet,
     ToolAnnotations,
 };
-use crate::l7::{a2a::AGENT_CARD_METHOD, Protocol};
+use mesh_l7::{a2a::AGENT_CARD_METHOD, Protocol};
 
 /// The steps of a decision, when someone asked for them.
 pub(super) struct Trace {

@@ -17,7 +17,7 @@ use std::fmt;
 
 /// A problem at a place in a YAML text (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct YamlError {
+pub struct YamlError {
     pub line: usize,
     pub column: usize,
     pub message: String,
@@ -27,7 +27,7 @@ pub(crate) struct YamlError {
 /// comments, or `~`) come back as `None` so that the caller decides whether an
 /// empty file is acceptable. Errors of all documents are collected; a syntax
 /// error ends the file (the parser cannot resynchronise after one).
-pub(crate) fn documents<T: DeserializeOwned>(
+pub fn documents<T: DeserializeOwned>(
     text: &str,
 ) -> Vec<(usize, Result<Option<T>, YamlError>)> {
     let text = without_bom(text);
@@ -50,7 +50,7 @@ pub(crate) fn documents<T: DeserializeOwned>(
 /// Location (1-based line, column) of the value of the top-level `key` in
 /// document `doc_index` of `text`, if the key is there. Used to point at a
 /// value that was parsed fine but conflicts with something else.
-pub(crate) fn locate_key(text: &str, doc_index: usize, key: &str) -> Option<(usize, usize)> {
+pub fn locate_key(text: &str, doc_index: usize, key: &str) -> Option<(usize, usize)> {
     let doc = serde_yaml_ng::Deserializer::from_str(without_bom(text)).nth(doc_index)?;
     match doc.deserialize_map(LocateVisitor { key }) {
         Ok(()) => None,

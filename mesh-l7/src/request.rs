@@ -227,7 +227,7 @@ fn claims_agent_rpc(body: &[u8], e: &L7Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l7::mcp::McpGeneration;
+    use crate::mcp::McpGeneration;
     use serde_json::json;
 
     fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {

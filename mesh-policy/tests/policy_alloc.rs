@@ -5,8 +5,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use mesh_agent::l7::{Call, Direction, Protocol};
-use mesh_agent::policy::{CallContext, Decision, DecisionPoint, ListKind, PolicySet};
+use mesh_l7::{Call, Direction, Protocol};
+use mesh_policy::{CallContext, Decision, DecisionPoint, ListKind, PolicySet};
 
 struct Counting;
 
