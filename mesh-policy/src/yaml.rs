@@ -27,9 +27,7 @@ pub struct YamlError {
 /// comments, or `~`) come back as `None` so that the caller decides whether an
 /// empty file is acceptable. Errors of all documents are collected; a syntax
 /// error ends the file (the parser cannot resynchronise after one).
-pub fn documents<T: DeserializeOwned>(
-    text: &str,
-) -> Vec<(usize, Result<Option<T>, YamlError>)> {
+pub fn documents<T: DeserializeOwned>(text: &str) -> Vec<(usize, Result<Option<T>, YamlError>)> {
     let text = without_bom(text);
     let (clean, syntax_error) = check_syntax(text);
     let mut out = Vec::with_capacity(clean + 1);
