@@ -6,6 +6,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use tracing::{info, warn};
 
 use crate::{
+    addr::OrigDst,
     admin::server::{self as admin_server, Admin},
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
     budget::{Ledger, SystemClock},
@@ -17,8 +18,8 @@ use crate::{
     metrics::{self, BudgetSource, Metrics},
     policy::{PolicySet, PolicyStore},
     policy_watch::{self, Fingerprint, PolicyReloader},
-    proxy::{addr::OrigDst, tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
-    records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
+    proxy::{tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
+    records::{unix_ms, ConnectionRecord, Identity, RecordLog, Verdict},
     state::{CgroupLayout, Governor},
 };
 
@@ -215,25 +216,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::l7::Protocol::Tcp,
             Verdict::RefusedKernel,
         );
+        let identity = Identity::from_kernel(&ev.dst, agent);
         event_records.push(ConnectionRecord {
-            id: event_records.next_id(),
-            start_unix_ms: unix_ms(std::time::SystemTime::now()),
-            agent: agent.map(|a| a.to_string()),
-            cgroup_id: ev.dst.cgroup_id,
-            governing_cgroup_id: ev.dst.governing_cgroup_id,
-            pid: ev.dst.tgid,
-            uid: ev.dst.uid,
-            client: None,
             original_destination: Some(OrigDst::from_kernel(&ev.dst.addr, ev.dst.port).to_string()),
-            verdict: Verdict::RefusedKernel,
-            rule: Some("kernel".into()),
             reason: Some(reason.into()),
-            bytes_to_upstream: 0,
-            bytes_to_client: 0,
-            duration_ms: 0,
-            protocol: None,
-            server_name: None,
-            call: None,
+            ..ConnectionRecord::new(
+                event_records.next_id(),
+                unix_ms(std::time::SystemTime::now()),
+                Some(&identity),
+                Verdict::RefusedKernel,
+                "kernel".into(),
+            )
         });
     }));
     let logger = loaded.logger.map(|logger| {

@@ -7,6 +7,7 @@ pub use mesh_budget as budget;
 pub use mesh_l7 as l7;
 pub use mesh_policy as policy;
 
+pub mod addr;
 pub mod admin;
 pub mod bpf;
 pub mod cgroup;

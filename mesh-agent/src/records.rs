@@ -1,12 +1,12 @@
 //! Records: one per governed connection (forwarded or refused) and, for
 //! HTTP, one per request with what the request said (`call`).
 //! Kept in a bounded in-memory ring for `meshctl audit tail` and logged as
-//! structured events; the hash-chained audit log (a later issue) persists them.
+//! structured events; nothing persists them yet.
 use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -37,6 +37,30 @@ pub enum Verdict {
     Held,
 }
 
+/// Who is calling, as the kernel told the daemon (never anything the agent
+/// sends).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub agent: Option<Arc<str>>,
+    pub cgroup_id: u64,
+    pub governing_cgroup_id: u64,
+    pub pid: u32,
+    pub uid: u32,
+}
+
+impl Identity {
+    /// From the kernel's record of a connect; `agent` is its tag's name.
+    pub fn from_kernel(kernel: &mesh_common::OrigDst, agent: Option<Arc<str>>) -> Identity {
+        Identity {
+            agent,
+            cgroup_id: kernel.cgroup_id,
+            governing_cgroup_id: kernel.governing_cgroup_id,
+            pid: kernel.tgid,
+            uid: kernel.uid,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConnectionRecord {
     pub id: u64,
@@ -64,6 +88,40 @@ pub struct ConnectionRecord {
     /// For a request record: the call and how it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<CallSummary>,
+}
+
+impl ConnectionRecord {
+    /// Where every record starts: who (`identity`, absent when the kernel
+    /// had none), what was decided and by which rule. Callers add what else
+    /// they know with struct update syntax.
+    pub fn new(
+        id: u64,
+        start_unix_ms: u64,
+        identity: Option<&Identity>,
+        verdict: Verdict,
+        rule: String,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            id,
+            start_unix_ms,
+            agent: identity.and_then(|i| i.agent.as_deref()).map(str::to_owned),
+            cgroup_id: identity.map_or(0, |i| i.cgroup_id),
+            governing_cgroup_id: identity.map_or(0, |i| i.governing_cgroup_id),
+            pid: identity.map_or(0, |i| i.pid),
+            uid: identity.map_or(0, |i| i.uid),
+            client: None,
+            original_destination: None,
+            verdict,
+            rule: Some(rule),
+            reason: None,
+            bytes_to_upstream: 0,
+            bytes_to_client: 0,
+            duration_ms: 0,
+            protocol: None,
+            server_name: None,
+            call: None,
+        }
+    }
 }
 
 /// One L7 call and its outcome, as the audit keeps it: a stable, flat schema

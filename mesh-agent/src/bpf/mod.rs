@@ -226,7 +226,7 @@ fn redirect_target(listen: &[SocketAddr], attach_level: u32) -> Result<MeshConfi
                 cfg.listen_v4_port = a.port();
             }
             SocketAddr::V6(a) => {
-                cfg.listen_v6 = crate::proxy::addr::ip6_words(*a.ip());
+                cfg.listen_v6 = crate::addr::ip6_words(*a.ip());
                 cfg.listen_v6_port = a.port();
             }
         }

@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{
-    addr::OrigDst,
     budget::{self as charge, BudgetRefusal, Charge},
     filter::{self, ListRewrite, SseEventSplitter},
     pool::{BoxError, PoolKey, ProxyBody, UpstreamError, UpstreamTls},
@@ -39,6 +38,7 @@ use super::{
     Conn, Proxy,
 };
 use crate::{
+    addr::OrigDst,
     budget::{Commit, Spend},
     config::QUARANTINE_AFTER_REFUSAL,
     l7::{
@@ -1117,21 +1117,8 @@ impl Exchange {
                 estimated: u.estimated,
             });
         }
-        let conn = &self.conn.conn;
-        let identity = conn.identity.as_ref();
         let summary = std::mem::take(&mut self.summary);
         proxy.records.push(ConnectionRecord {
-            id: self.audit_id,
-            start_unix_ms: self.start_unix_ms,
-            agent: Some(agent.to_owned()),
-            cgroup_id: identity.map_or(0, |i| i.cgroup_id),
-            governing_cgroup_id: identity.map_or(0, |i| i.governing_cgroup_id),
-            pid: identity.map_or(0, |i| i.pid),
-            uid: identity.map_or(0, |i| i.uid),
-            client: Some(conn.client.to_string()),
-            original_destination: conn.dst.map(|d| d.to_string()),
-            verdict: self.verdict,
-            rule: Some(std::mem::take(&mut self.rule)),
             reason: self.reason.take(),
             bytes_to_upstream: summary.request_bytes,
             bytes_to_client: summary.response_bytes,
@@ -1139,6 +1126,12 @@ impl Exchange {
             protocol: Some(self.protocol),
             server_name: self.server_name.take(),
             call: Some(summary),
+            ..self.conn.conn.record(
+                self.audit_id,
+                self.start_unix_ms,
+                self.verdict,
+                std::mem::take(&mut self.rule),
+            )
         });
     }
 }

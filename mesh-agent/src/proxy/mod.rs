@@ -2,7 +2,6 @@
 //! original destination and identity from the kernel, sniff what the agent
 //! speaks, and either relay bytes (opaque TCP, TLS passthrough) or serve
 //! HTTP and decide every call in it ([`http`]).
-pub mod addr;
 pub mod budget;
 pub mod filter;
 pub mod http;
@@ -36,7 +35,6 @@ use tokio::{
 use tracing::{debug, info_span, warn, Instrument as _};
 
 use self::{
-    addr::{ClientAddr, OrigDst},
     http::{HttpConn, Sessions, TlsLeg},
     io::Prefixed,
     pool::{UpstreamPool, UpstreamTls},
@@ -44,13 +42,14 @@ use self::{
     tls::MeshCa,
 };
 use crate::{
+    addr::{ClientAddr, OrigDst},
     bpf::OrigDstSource,
     budget::Ledger,
     config::{SNIFF_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT},
     l7::Protocol,
     metrics::Metrics,
     policy::{EgressDecision, EgressPolicy, PolicyStore, TlsMode},
-    records::{unix_ms, ConnectionRecord, RecordLog, Verdict},
+    records::{unix_ms, ConnectionRecord, Identity, RecordLog, Verdict},
     state::Governor,
 };
 
@@ -121,15 +120,6 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// What the kernel told us about a connection.
-pub struct Identity {
-    pub agent: Option<Arc<str>>,
-    pub cgroup_id: u64,
-    pub governing_cgroup_id: u64,
-    pub pid: u32,
-    pub uid: u32,
 }
 
 /// The parts of a [`Proxy`] that are not shared state.
@@ -237,13 +227,7 @@ impl Proxy {
             dst = %dst,
         );
         conn.dst = Some(dst);
-        conn.identity = Some(Identity {
-            agent,
-            cgroup_id: kernel.cgroup_id,
-            governing_cgroup_id: kernel.governing_cgroup_id,
-            pid: kernel.tgid,
-            uid: kernel.uid,
-        });
+        conn.identity = Some(Identity::from_kernel(&kernel, agent));
         async {
             let Some(agent) = conn.identity.as_ref().and_then(|i| i.agent.clone()) else {
                 let reason = format!(
@@ -525,7 +509,6 @@ impl Proxy {
         reason: Option<String>,
         (up, down): (u64, u64),
     ) {
-        let identity = conn.identity.as_ref();
         let agent = conn.agent();
         let protocol = conn.protocol.unwrap_or(Protocol::Tcp);
         // HTTP connections count their requests, not themselves.
@@ -533,24 +516,18 @@ impl Proxy {
             self.metrics.record_connection(agent, protocol, verdict);
         }
         self.records.push(ConnectionRecord {
-            id: self.records.next_id(),
-            start_unix_ms: unix_ms(conn.started),
-            agent: agent.map(str::to_owned),
-            cgroup_id: identity.map_or(0, |i| i.cgroup_id),
-            governing_cgroup_id: identity.map_or(0, |i| i.governing_cgroup_id),
-            pid: identity.map_or(0, |i| i.pid),
-            uid: identity.map_or(0, |i| i.uid),
-            client: Some(conn.client.to_string()),
-            original_destination: conn.dst.map(|d| d.to_string()),
-            verdict,
-            rule: Some(rule.to_owned()),
             reason,
             bytes_to_upstream: up,
             bytes_to_client: down,
             duration_ms: conn.clock.elapsed().as_millis() as u64,
             protocol: conn.protocol.filter(|p| *p != Protocol::Tcp),
             server_name: conn.server_name.clone(),
-            call: None,
+            ..conn.record(
+                self.records.next_id(),
+                unix_ms(conn.started),
+                verdict,
+                rule.to_owned(),
+            )
         });
     }
 }
@@ -642,6 +619,22 @@ pub struct Conn {
 impl Conn {
     fn agent(&self) -> Option<&str> {
         self.identity.as_ref().and_then(|i| i.agent.as_deref())
+    }
+
+    /// A record of this connection (or of a request on it): who, from where,
+    /// to where, and what was decided.
+    fn record(
+        &self,
+        id: u64,
+        start_unix_ms: u64,
+        verdict: Verdict,
+        rule: String,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            client: Some(self.client.to_string()),
+            original_destination: self.dst.map(|d| d.to_string()),
+            ..ConnectionRecord::new(id, start_unix_ms, self.identity.as_ref(), verdict, rule)
+        }
     }
 }
 
@@ -773,7 +766,7 @@ mod tests {
         f.maps.peers.lock().unwrap().insert(
             local.peer_key(),
             mesh_common::OrigDst {
-                addr: addr::ip6_words(ip),
+                addr: crate::addr::ip6_words(ip),
                 port: dst.port(),
                 family: 2,
                 agent_id: agent_id(b"bot"),

@@ -23,7 +23,8 @@ use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::{addr::OrigDst, connect_upstream};
+use super::connect_upstream;
+use crate::addr::OrigDst;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request and response the proxy sends.
