@@ -97,8 +97,8 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
         return REFUSE;
     }
     if sock_type != SOCK_STREAM {
-        // Only TCP is carried through the mesh; datagrams are not governed yet
-        // (quarantine still drops them in cgroup_skb).
+        // Only TCP is carried through the mesh; datagrams are not redirected
+        // or governed here (quarantine still drops them in cgroup_skb).
         return ALLOW;
     }
     let Some(cfg) = MESH_CONFIG.get(0) else {

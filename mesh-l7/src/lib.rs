@@ -175,7 +175,7 @@ pub enum Direction {
 
 /// One request an agent makes (or receives), as the decision point, audit and
 /// metrics see it. Identity and the server's address are added by the proxy
-/// (`proxy::http::CallContext`); this is what the bytes say.
+/// (`mesh_policy::CallContext`); this is what the bytes say.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Call {
     pub protocol: Protocol,

@@ -79,8 +79,8 @@ impl EgressDecision {
     }
 }
 
-/// The decision point the proxy calls; a later issue's full policy engine
-/// implements it too.
+/// The decision point the proxy calls for each connection (egress and TLS
+/// mode); [`PolicySet`] implements it.
 pub trait EgressPolicy: Send + Sync {
     /// `dst` is the original destination; `server_name` the TLS SNI or HTTP
     /// Host once known (name entries never match without one).
