@@ -68,7 +68,8 @@ pub(super) struct AnthropicUsage {
 
 impl AnthropicUsage {
     /// Sets the counts given; absent ones keep what `message_start` said.
-    /// True if it had the output count (see [`ChatUsage::apply`]).
+    /// True if it had the output count (see
+    /// [`ChatUsage::apply`](super::openai::ChatUsage::apply)).
     pub(super) fn apply(self, usage: &mut Usage) -> bool {
         let has_output = self.output_tokens.0.is_some();
         set(&mut usage.input_tokens, self.input_tokens);
