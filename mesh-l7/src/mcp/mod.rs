@@ -11,14 +11,14 @@
 //!   every client message is a POST there.
 //!
 //! The parsers here turn a request head and one JSON-RPC message into a
-//! [`Call`](crate::Call), and check the 2026 mirrored headers against the body, as the
-//! spec asks of intermediaries that act on either.
+//! [`Call`](crate::Call), and check the 2026 mirrored headers against the
+//! body, as the spec asks of intermediaries that act on either.
 //!
 //! - `generation`: the three generations and their protocol versions.
 //! - `head`: the MCP headers of a request ([`McpHead`]) and their check
 //!   against the body; `params`: the `params` members read from the body.
-//! - `call`: the [`Call`](crate::Call) of a client's request ([`request_call`]) or of a
-//!   bodiless one ([`bodiless_call`]).
+//! - `call`: the [`Call`](crate::Call) of a client's request
+//!   ([`request_call`]) or of a bodiless one ([`bodiless_call`]).
 //! - `observed`: calls read from messages the proxy only observes: on
 //!   response streams ([`call_from_message`]), embedded in a 2026
 //!   `input_required` result ([`input_requests`]), the 2024 endpoint event
