@@ -788,7 +788,7 @@ fn a_killed_writer_loses_nothing_it_acknowledged() {
     let file = TempFile::new("crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "budget::tests::crash_child",
+            "tests::crash_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",
