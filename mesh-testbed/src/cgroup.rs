@@ -82,9 +82,7 @@ pub fn cgroup2_mount() -> io::Result<PathBuf> {
 
 /// True if a bpf filesystem is mounted at `dir`.
 pub fn bpffs_mounted_at(dir: &Path) -> io::Result<bool> {
-    Ok(mounts()?
-        .iter()
-        .any(|m| m.fstype == "bpf" && m.dir == dir))
+    Ok(mounts()?.iter().any(|m| m.fstype == "bpf" && m.dir == dir))
 }
 
 /// Kills what is left in a cgroup tree a run made (cgroup.kill) and

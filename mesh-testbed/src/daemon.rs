@@ -103,11 +103,9 @@ impl fmt::Display for StartError {
         match self {
             StartError::Spawn(e) => write!(f, "cannot start mesh-agent: {e}"),
             StartError::Exited { status, .. } => write!(f, "mesh-agent exited early ({status})"),
-            StartError::NotReady { .. } => write!(
-                f,
-                "mesh-agent not ready after {} s",
-                READY_WITHIN.as_secs()
-            ),
+            StartError::NotReady { .. } => {
+                write!(f, "mesh-agent not ready after {} s", READY_WITHIN.as_secs())
+            }
         }
     }
 }

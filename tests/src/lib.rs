@@ -15,8 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mesh_testbed::{run_command, Daemon, DaemonConfig, DaemonOptions, Footprint, StartError};
 pub use mesh_testbed::{command_in_cgroup, http_get, remove_cgroup_tree};
+use mesh_testbed::{run_command, Daemon, DaemonConfig, DaemonOptions, Footprint, StartError};
 
 pub mod peers;
 
