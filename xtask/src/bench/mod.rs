@@ -59,15 +59,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 
-#[path = "bench_budget.rs"]
 mod budget;
-#[path = "bench_divan.rs"]
 mod divan;
-#[path = "bench_mcp.rs"]
 mod mcp;
-#[path = "bench_policy.rs"]
 mod policy;
-#[path = "bench_targets.rs"]
 mod targets;
 
 use crate::setup::{ensure_setup, Want};
