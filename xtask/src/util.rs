@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{bail, Context, Result};
-pub use mesh_testbed::{cgroup2_mount, remove_cgroup_tree, terminate, wait_or_kill};
+pub use mesh_testbed::{cgroup2_mount, terminate, wait_or_kill};
 
 /// The workspace root: the parent of xtask's manifest directory.
 pub fn repo_root() -> PathBuf {
