@@ -5,9 +5,8 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -15,6 +14,9 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+
+pub use mesh_testbed::{command_in_cgroup, http_get, remove_cgroup_tree};
+use mesh_testbed::{run_command, Daemon, DaemonConfig, DaemonOptions, Footprint, StartError};
 
 pub mod peers;
 
@@ -52,34 +54,16 @@ pub fn meshctl_bin() -> PathBuf {
 }
 
 pub fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-        })
-        .expect("no cgroup2 mount")
+    mesh_testbed::cgroup2_mount().expect("no cgroup2 mount")
 }
 
 /// A loopback port free on both 127.0.0.1 and ::1.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let l4 = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l4.local_addr().expect("addr").port();
-        if TcpListener::bind(("::1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair");
+    mesh_testbed::free_port_pair().expect("no free port pair")
 }
 
 pub fn free_port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    mesh_testbed::free_port(ip).expect("bind")
 }
 
 /// One daemon under test and everything it owns.
@@ -94,7 +78,8 @@ pub struct Mesh {
     pub admin_socket: PathBuf,
     pub listen_port: u16,
     pub metrics: SocketAddr,
-    daemon: Option<Child>,
+    daemon: Option<Daemon>,
+    footprint: Footprint,
 }
 
 impl Mesh {
@@ -119,21 +104,27 @@ impl Mesh {
             std::fs::write(policy_dir.join(file), text).expect("policy");
         }
         let config = dir.join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "attach_cgroup: {attach}\nparent_cgroup: {parent}\nbpffs_dir: {bpffs}\n\
-                 listen: [\"127.0.0.1:{listen_port}\", \"[::1]:{listen_port}\"]\n\
-                 admin_socket: {admin}\nmetrics: \"{metrics}\"\ndata_dir: {data}\npolicy_dir: {policies}\n",
-                attach = attach_cgroup.display(),
-                parent = parent_cgroup.display(),
-                bpffs = bpffs_dir.display(),
-                admin = admin_socket.display(),
-                data = dir.join("data").display(),
-                policies = policy_dir.display(),
-            ),
-        )
+        DaemonConfig {
+            header: Vec::new(),
+            cgroup_root: None,
+            attach_cgroup: attach_cgroup.clone(),
+            parent_cgroup: parent_cgroup.clone(),
+            bpffs_dir: bpffs_dir.clone(),
+            listen_port,
+            admin_socket: admin_socket.clone(),
+            metrics,
+            data_dir: dir.join("data"),
+            policy_dir: policy_dir.clone(),
+        }
+        .write(&config)
         .expect("config");
+        let footprint = Footprint {
+            agent_bin: mesh_agent_bin(),
+            config: config.clone(),
+            bpffs_dir: bpffs_dir.clone(),
+            attach_cgroup: attach_cgroup.clone(),
+            show_output: false,
+        };
         Mesh {
             name: name.to_owned(),
             dir,
@@ -146,6 +137,7 @@ impl Mesh {
             listen_port,
             metrics,
             daemon: None,
+            footprint,
         }
     }
 
@@ -158,71 +150,38 @@ impl Mesh {
 
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .expect("log");
-        let child = Command::new(mesh_agent_bin())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info,mesh_agent=debug")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn mesh-agent");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self
-                .daemon
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("mesh-agent exited early ({status}):\n{}", self.daemon_log());
-            }
-            if http_get(self.metrics, "/readyz")
-                .is_some_and(|r| r.split_whitespace().nth(1) == Some("200"))
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mesh-agent not ready:\n{}",
-                self.daemon_log()
-            );
-            thread::sleep(Duration::from_millis(100));
+        let mut command = run_command(&mesh_agent_bin(), &self.config);
+        command.env("RUST_LOG", "info,mesh_agent=debug");
+        let started = Daemon::start(DaemonOptions {
+            command,
+            metrics: self.metrics,
+            log: self.dir.join("daemon.log"),
+            stop_grace: Duration::from_secs(40),
+            // Pins and cgroups outlive a restart; the guard removes them.
+            footprint: None,
+        });
+        match started {
+            Ok(daemon) => self.daemon = Some(daemon),
+            Err(e @ StartError::Exited { .. }) => panic!("{e}:\n{}", e.log()),
+            Err(e @ StartError::NotReady { .. }) => panic!("mesh-agent not ready:\n{}", e.log()),
+            Err(e) => panic!("spawn mesh-agent: {e}"),
         }
     }
 
     pub fn daemon_pid(&self) -> u32 {
-        self.daemon.as_ref().expect("daemon").id()
+        self.daemon.as_ref().and_then(Daemon::pid).expect("daemon")
     }
 
     /// SIGKILL, no cleanup: what a crash looks like.
     pub fn kill_daemon(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill();
         }
     }
 
     /// SIGTERM and wait.
     pub fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.daemon.take()?;
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.daemon.take()?.stop()
     }
 
     pub fn daemon_log(&self) -> String {
@@ -336,14 +295,7 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         let _ = self.stop_daemon();
-        let _ = Command::new(mesh_agent_bin())
-            .args(["cleanup", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.bpffs_dir);
-        remove_cgroup_tree(&self.attach_cgroup);
+        self.footprint.remove();
         if !thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
@@ -357,73 +309,11 @@ impl Drop for Mesh {
     }
 }
 
-/// Kills what is left in a test cgroup tree (cgroup.kill) and removes it,
-/// deepest first.
-pub fn remove_cgroup_tree(root: &Path) {
-    if !root.exists() {
-        return;
-    }
-    let _ = std::fs::write(root.join("cgroup.kill"), "1");
-    let mut dirs = vec![root.to_owned()];
-    let mut i = 0;
-    while i < dirs.len() {
-        if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    dirs.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    for d in dirs.iter().rev() {
-        for _ in 0..50 {
-            if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// Runs a command placed in `cgroup` before exec (for cgroups tagged by hand).
 pub fn run_in_cgroup(cgroup: &Path, cmd: &[&str]) -> Output {
     command_in_cgroup(cgroup, cmd)
         .output()
         .expect("spawn in cgroup")
-}
-
-pub fn command_in_cgroup(cgroup: &Path, cmd: &[&str]) -> Command {
-    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes())
-        .expect("path");
-    let mut c = Command::new(cmd[0]);
-    c.args(&cmd[1..]).stdin(Stdio::null());
-    // SAFETY: open/write/close only between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c
-}
-
-/// Plain HTTP/1.0 GET from the test process (ungoverned).
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 /// A tiny HTTP server on a loopback address that answers every request with

@@ -1,4 +1,4 @@
-//! Budgets end to end (issue 5; ARCHITECTURE.md 5-7), root: a real daemon,
+//! Budgets end to end (ARCHITECTURE.md 5-7), root: a real daemon,
 //! real cgroups, the official `openai` client against @copilotkit/aimock and
 //! the MCP SDK client against the SDK's server, unmodified, inside governed
 //! cgroups. An LLM call reserves its maximum before it is forwarded and

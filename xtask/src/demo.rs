@@ -5,14 +5,18 @@
 //! the kernel, releases it, and cleans everything up (also on failure).
 use std::{
     io::{BufRead as _, BufReader},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
+use mesh_testbed::{
+    preferred_port, run_command, terminate, wait_or_kill, Daemon, DaemonConfig, DaemonOptions,
+    Footprint, StartError,
+};
 
 use crate::{
     setup::{ensure_setup, Want},
@@ -34,8 +38,12 @@ struct Demo {
     bin: PathBuf,
     config: PathBuf,
     socket: PathBuf,
-    attach: PathBuf,
-    bpffs: PathBuf,
+    /// What the daemon leaves behind, removed last.
+    footprint: Footprint,
+    /// The web server, stopped after the daemon.
+    server: Option<Child>,
+    daemon: Option<Daemon>,
+    /// Started after the daemon, stopped before it (last first).
     children: Vec<Child>,
     /// `meshctl exec` of the long-running agent: it ends by itself once the
     /// stop file exists, and then hands its cgroup back.
@@ -46,18 +54,18 @@ impl Drop for Demo {
     fn drop(&mut self) {
         let _ = std::fs::write(self.dir.join("stop"), "");
         if let Some(mut agent) = self.agent.take() {
-            crate::util::wait_or_kill(&mut agent, Duration::from_secs(10));
+            wait_or_kill(&mut agent, Duration::from_secs(10));
         }
         for child in self.children.iter_mut().rev() {
-            crate::util::terminate(child, Duration::from_secs(10));
+            terminate(child, Duration::from_secs(10));
         }
-        let _ = Command::new(self.bin.join("mesh-agent"))
-            .args(["cleanup", "--config"])
-            .arg(&self.config)
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.bpffs);
-        crate::util::remove_cgroup_tree(&self.attach);
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.stop();
+        }
+        if let Some(mut server) = self.server.take() {
+            terminate(&mut server, Duration::from_secs(10));
+        }
+        self.footprint.remove();
     }
 }
 
@@ -92,18 +100,6 @@ fn show(cmd: &mut Command) -> Result<std::process::Output> {
     Ok(out)
 }
 
-fn free_port(preferred: u16) -> u16 {
-    if TcpListener::bind(("127.0.0.1", preferred)).is_ok()
-        && TcpListener::bind(("::1", preferred)).is_ok()
-    {
-        return preferred;
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(15001)
-}
-
 /// Waits (bounded) until something accepts on `ip:port`.
 fn wait_port(ip: &str, port: u16) -> bool {
     for _ in 0..100 {
@@ -111,23 +107,6 @@ fn wait_port(ip: &str, port: u16) -> bool {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
-}
-
-fn wait_ready(metrics: SocketAddr) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect_timeout(&metrics, Duration::from_millis(500)) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.split_whitespace().nth(1) == Some("200") {
-                return true;
-            }
-        }
-        thread::sleep(Duration::from_millis(200));
     }
     false
 }
@@ -156,31 +135,41 @@ pub fn demo() -> Result<ExitCode> {
         dir.join("www/index.html"),
         "Hello from the demo server on 127.0.0.2:8080\n",
     )?;
-    let listen_port = free_port(15001);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port(9464)).parse()?;
+    let listen_port = preferred_port(15001);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", preferred_port(9464)).parse()?;
+    let bin = target_dir().join("debug");
+    let config = dir.join("config.yaml");
+    let bpffs = PathBuf::from("/sys/fs/bpf/mesh-demo");
     let mut demo = Demo {
-        bin: target_dir().join("debug"),
-        config: dir.join("config.yaml"),
+        footprint: Footprint {
+            agent_bin: bin.join("mesh-agent"),
+            config: config.clone(),
+            bpffs_dir: bpffs.clone(),
+            attach_cgroup: attach.clone(),
+            show_output: true,
+        },
+        bin,
+        config,
         socket: dir.join("admin.sock"),
-        attach: attach.clone(),
-        bpffs: PathBuf::from("/sys/fs/bpf/mesh-demo"),
         dir: dir.clone(),
+        server: None,
+        daemon: None,
         children: Vec::new(),
         agent: None,
     };
-    std::fs::write(
-        &demo.config,
-        format!(
-            "attach_cgroup: {attach}\nparent_cgroup: {attach}/agents\nbpffs_dir: {bpffs}\n\
-             listen: [\"127.0.0.1:{listen_port}\", \"[::1]:{listen_port}\"]\nadmin_socket: {sock}\n\
-             metrics: \"{metrics}\"\ndata_dir: {data}\npolicy_dir: {policies}\n",
-            attach = attach.display(),
-            bpffs = demo.bpffs.display(),
-            sock = demo.socket.display(),
-            data = dir.join("data").display(),
-            policies = repo_root().join("policies").display(),
-        ),
-    )?;
+    DaemonConfig {
+        header: Vec::new(),
+        cgroup_root: None,
+        attach_cgroup: attach.clone(),
+        parent_cgroup: attach.join("agents"),
+        bpffs_dir: bpffs,
+        listen_port,
+        admin_socket: demo.socket.clone(),
+        metrics,
+        data_dir: dir.join("data"),
+        policy_dir: repo_root().join("policies"),
+    }
+    .write(&demo.config)?;
     let meshctl = |args: &[&str]| {
         let mut c = Command::new(demo.bin.join("meshctl"));
         c.arg("--socket").arg(&demo.socket).args(args);
@@ -210,28 +199,29 @@ pub fn demo() -> Result<ExitCode> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting python3 -m http.server")?;
-    demo.children.push(server);
+    demo.server = Some(server);
     say("python3 -m http.server, ungoverned");
 
     step(
         2,
         "Start mesh-agent, attached to its own cgroup (never the cgroup root)",
     );
-    let log = std::fs::File::create(dir.join("mesh-agent.log"))?;
-    let daemon = Command::new(demo.bin.join("mesh-agent"))
-        .arg("run")
-        .arg("--config")
-        .arg(&demo.config)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting mesh-agent")?;
-    demo.children.push(daemon);
-    if !wait_ready(metrics) {
-        bail!(
+    let started = Daemon::start(DaemonOptions {
+        command: run_command(&demo.bin.join("mesh-agent"), &demo.config),
+        metrics,
+        log: dir.join("mesh-agent.log"),
+        stop_grace: Duration::from_secs(10),
+        footprint: None,
+    });
+    match started {
+        Ok(daemon) => demo.daemon = Some(daemon),
+        Err(StartError::Spawn(e)) => {
+            return Err(anyhow::Error::new(e).context("starting mesh-agent"))
+        }
+        Err(_) => bail!(
             "mesh-agent did not become ready; see {}",
             dir.join("mesh-agent.log").display()
-        );
+        ),
     }
     say(&format!(
         "attached to {}; proxy on 127.0.0.1:{listen_port} and [::1]:{listen_port}",

@@ -1,5 +1,6 @@
 //! Small helpers shared by the xtask commands: paths, running commands with
-//! the command line echoed, privilege and mount checks.
+//! the command line echoed, privilege and mount checks. Ports, cgroups and
+//! the daemon itself are in the shared test bed (`mesh-testbed`).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{bail, Context, Result};
+pub use mesh_testbed::{cgroup2_mount, terminate, wait_or_kill};
 
 /// The workspace root: the parent of xtask's manifest directory.
 pub fn repo_root() -> PathBuf {
@@ -152,71 +154,10 @@ pub fn is_root() -> bool {
     effective_uid().is_ok_and(|uid| uid == 0)
 }
 
-/// Mount entries (device, mount point, fs type) from /proc/self/mounts.
-fn mounts() -> Result<Vec<(String, PathBuf, String)>> {
-    let text = std::fs::read_to_string("/proc/self/mounts").context("read /proc/self/mounts")?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let dev = fields.next()?;
-            let dir = fields.next()?;
-            let fstype = fields.next()?;
-            Some((
-                dev.to_owned(),
-                PathBuf::from(unescape_mount(dir)),
-                fstype.to_owned(),
-            ))
-        })
-        .collect())
-}
-
-/// /proc/self/mounts escapes space, tab, newline and backslash as \ooo octal.
-fn unescape_mount(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let oct = &bytes[i + 1..i + 4];
-            if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-                if let Ok(v) = u8::try_from(v) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The cgroup v2 mount point (e.g. `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
-/// on hybrid hosts), read from /proc/self/mounts.
-pub fn cgroup2_mount() -> Result<PathBuf> {
-    mounts()?
-        .into_iter()
-        .find(|(_, _, fstype)| fstype == "cgroup2")
-        .map(|(_, dir, _)| dir)
-        .context("no cgroup2 filesystem is mounted (see /proc/self/mounts); mesh needs cgroup v2")
-}
-
-/// True if a bpf filesystem is mounted at `dir`.
-pub fn bpffs_mounted_at(dir: &Path) -> Result<bool> {
-    Ok(mounts()?
-        .iter()
-        .any(|(_, d, fstype)| fstype == "bpf" && d == dir))
-}
-
 /// Mount bpffs at /sys/fs/bpf unless it already is.
 pub fn ensure_bpffs() -> Result<()> {
     let dir = Path::new("/sys/fs/bpf");
-    if bpffs_mounted_at(dir)? {
+    if mesh_testbed::bpffs_mounted_at(dir)? {
         println!("ok: bpffs already mounted at {}", dir.display());
         return Ok(());
     }
@@ -225,81 +166,9 @@ pub fn ensure_bpffs() -> Result<()> {
         .context("mount bpffs at /sys/fs/bpf")
 }
 
-/// Kills what is left in a cgroup tree this run made (cgroup.kill) and
-/// removes it, deepest first.
-pub fn remove_cgroup_tree(root: &Path) {
-    if !root.exists() {
-        return;
-    }
-    let _ = std::fs::write(root.join("cgroup.kill"), "1");
-    let mut dirs = vec![root.to_owned()];
-    let mut i = 0;
-    while i < dirs.len() {
-        if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    for d in dirs.iter().rev() {
-        for _ in 0..100 {
-            if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
-
-/// Waits up to `wait` for `child` to exit by itself, then kills it; reaps it
-/// either way. Returns the status when it exited in time.
-pub fn wait_or_kill(
-    child: &mut std::process::Child,
-    wait: std::time::Duration,
-) -> Option<ExitStatus> {
-    let deadline = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// SIGTERM (by pid, a child we started), then SIGKILL after `grace`.
-pub fn terminate(
-    child: &mut std::process::Child,
-    grace: std::time::Duration,
-) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    wait_or_kill(child, grace)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unescapes_mount_fields() {
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
-        assert_eq!(unescape_mount("/trail\\"), "/trail\\");
-        assert_eq!(unescape_mount("/x\\04"), "/x\\04");
-    }
 
     #[test]
     fn quotes_for_display() {

@@ -8,7 +8,7 @@
 //! `MESH_BUDGET_GROUP_COMMIT=1` (the group commit: 1, 8 and 64 threads
 //! settling and waiting for durability against one redb file). divan prints
 //! a table only, so this part reads that table, allocation lines included
-//! (`bench_divan.rs`, shared with the policy part).
+//! (`divan.rs`, shared with the policy part).
 use super::divan::{
     self, fmt_duration, run_captured, DivanOutput, DivanRow, BENCH_TIMEOUT, OUTPUT_LINES,
 };
@@ -25,7 +25,7 @@ const BENCHMARKS: [(&str, &str); 3] = [
     (REDB, "reserve + settle, redb (commit not awaited)"),
     (REFUSED, "refused reservation, in memory"),
 ];
-/// The target for the in-memory reserve + settle median, in ns.
+/// The target for the in-memory reserve + settle median, in ns.
 const RESERVE_SETTLE_P50_TARGET_NS: f64 = 2000.0;
 /// The crate and divan benchmark of `BENCH_FILE`.
 const PACKAGE: &str = "mesh-budget";

@@ -1,5 +1,6 @@
-//! The Targets table each part of the report ends with (the issue's
-//! targets): its header and its verdict column; each part writes its rows.
+//! The Targets table each part of the report ends with (the performance
+//! targets mesh holds itself to): its header and its verdict column; each
+//! part writes its rows.
 use super::*;
 
 /// The `### Targets` heading and the table's header.

@@ -23,16 +23,16 @@
 use super::*;
 
 /// Size of the `arguments` object of the request, serialized.
-const ARGS_BYTES: usize = 1024;
+pub(super) const ARGS_BYTES: usize = 1024;
 /// Size of the backend's reply body.
-const REPLY_BYTES: usize = 1024;
-const TOOL: &str = "create_ticket";
-const ACCEPT: &str = "application/json, text/event-stream";
-/// The issue's targets for mesh.
-const ADDED_P50_TARGET_US: f64 = 100.0;
-const RPS_RATIO_TARGET: f64 = 0.6;
+pub(super) const REPLY_BYTES: usize = 1024;
+pub(super) const TOOL: &str = "create_ticket";
+pub(super) const ACCEPT: &str = "application/json, text/event-stream";
+/// The targets for mesh.
+pub(super) const ADDED_P50_TARGET_US: f64 = 100.0;
+pub(super) const RPS_RATIO_TARGET: f64 = 0.6;
 /// oha's error for the requests in flight when `-z` ends; not a failure.
-const DEADLINE_ABORT: &str = "aborted due to deadline";
+pub(super) const DEADLINE_ABORT: &str = "aborted due to deadline";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum McpTarget {
@@ -41,10 +41,11 @@ pub(super) enum McpTarget {
     Mesh,
 }
 
-const MCP_TARGETS: [McpTarget; 3] = [McpTarget::Direct, McpTarget::Nginx, McpTarget::Mesh];
+pub(super) const MCP_TARGETS: [McpTarget; 3] =
+    [McpTarget::Direct, McpTarget::Nginx, McpTarget::Mesh];
 
 impl McpTarget {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             McpTarget::Direct => "direct",
             McpTarget::Nginx => "nginx",
@@ -52,7 +53,7 @@ impl McpTarget {
         }
     }
 
-    fn description(self) -> &'static str {
+    pub(super) fn description(self) -> &'static str {
         match self {
             McpTarget::Direct => "direct to the backend",
             McpTarget::Nginx => "nginx reverse proxy (2 workers, upstream keepalive, no parsing)",
@@ -65,32 +66,32 @@ impl McpTarget {
 #[derive(Default, Clone, Copy)]
 pub(super) struct McpCounters {
     /// `mesh_tool_calls_total{agent="bench",tool=TOOL,decision="allow"}`.
-    tool_calls: u64,
+    pub(super) tool_calls: u64,
     /// `mesh_requests_total{agent="bench",protocol="mcp",decision="allow"}`.
-    mcp_allowed: u64,
+    pub(super) mcp_allowed: u64,
     /// Any other request or connection of the bench agent.
-    other: u64,
+    pub(super) other: u64,
 }
 
 pub(super) struct McpRun {
-    target: McpTarget,
-    rep: usize,
+    pub(super) target: McpTarget,
+    pub(super) rep: usize,
     /// p50, p99, rps (@1k); max_rps, max_p50, max_p99; cpu_* (µs per call).
-    values: BTreeMap<&'static str, f64>,
-    errors: Vec<String>,
-    daemon: Option<McpCounters>,
+    pub(super) values: BTreeMap<&'static str, f64>,
+    pub(super) errors: Vec<String>,
+    pub(super) daemon: Option<McpCounters>,
     /// Calls answered 200 over both loads.
-    ok_calls: u64,
+    pub(super) ok_calls: u64,
 }
 
 pub(super) struct McpPart {
-    runs: Vec<McpRun>,
+    pub(super) runs: Vec<McpRun>,
     pub(super) nginx_version: String,
-    oha_version: String,
+    pub(super) oha_version: String,
     pub(super) elapsed: Duration,
     /// CPU other work used meanwhile, % of the machine.
     pub(super) other_cpu: Option<OtherCpu>,
-    request_bytes: usize,
+    pub(super) request_bytes: usize,
 }
 
 impl McpPart {
@@ -108,7 +109,7 @@ impl McpPart {
         out
     }
 
-    fn median(&self, target: McpTarget, key: &str) -> Option<f64> {
+    pub(super) fn median(&self, target: McpTarget, key: &str) -> Option<f64> {
         median(
             self.runs
                 .iter()
@@ -121,7 +122,7 @@ impl McpPart {
 
 /// The request body: a JSON-RPC `tools/call` whose `arguments` serialize to
 /// exactly `ARGS_BYTES` bytes.
-fn request_body() -> String {
+pub(super) fn request_body() -> String {
     let head = r#"{"project":"MESH","title":"Benchmark ticket","priority":3,"labels":["bench","mcp","latency"],"assignee":null,"body":""#;
     let tail = r#""}"#;
     let args = format!(
@@ -135,7 +136,7 @@ fn request_body() -> String {
 }
 
 /// The backend's reply: a JSON-RPC result of exactly `REPLY_BYTES` bytes.
-fn reply_body() -> String {
+pub(super) fn reply_body() -> String {
     let head = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":""#;
     let tail = r#""}],"isError":false}}"#;
     format!(
@@ -146,14 +147,14 @@ fn reply_body() -> String {
 
 /// `n` bytes of prose: no quotes, backslashes or `$` (the reply sits in an
 /// nginx string).
-fn filler(n: usize) -> String {
+pub(super) fn filler(n: usize) -> String {
     const TEXT: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \
                         tempor incididunt ut labore et dolore magna aliqua. ";
     TEXT.chars().cycle().take(n).collect()
 }
 
 /// A program on PATH.
-fn which(program: &str) -> Result<PathBuf> {
+pub(super) fn which(program: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(program))
@@ -162,7 +163,7 @@ fn which(program: &str) -> Result<PathBuf> {
 }
 
 /// User + system CPU time (clock ticks) of `pids`, from /proc/PID/stat.
-fn cpu_ticks(pids: &[u32]) -> u64 {
+pub(super) fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .filter_map(|stat| {
@@ -175,14 +176,14 @@ fn cpu_ticks(pids: &[u32]) -> u64 {
         .sum()
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(super) fn clock_ticks_per_second() -> f64 {
     command_line("getconf", &["CLK_TCK"])
         .parse()
         .unwrap_or(100.0)
 }
 
 /// One HTTP/1.1 POST of the bench request (ungoverned); the status and body.
-fn post_once(addr: SocketAddr, body: &str) -> Result<(u16, Vec<u8>)> {
+pub(super) fn post_once(addr: SocketAddr, body: &str) -> Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
@@ -374,19 +375,19 @@ pub(super) fn run(env: &Env, params: &Params, daemon_logs: &mut Vec<PathBuf>) ->
 }
 
 /// What every oha run of the part shares.
-struct Load<'a> {
-    env: &'a Env,
-    params: &'a Params,
-    oha: &'a Path,
-    body_file: &'a Path,
-    tick: f64,
+pub(super) struct Load<'a> {
+    pub(super) env: &'a Env,
+    pub(super) params: &'a Params,
+    pub(super) oha: &'a Path,
+    pub(super) body_file: &'a Path,
+    pub(super) tick: f64,
 }
 
 impl Load<'_> {
     /// The fixed-rate load, then the unthrottled one, against `addr`;
     /// governed when `governed` is given. CPU of `proxy_pids` and
     /// `backend_pids` is sampled around each load.
-    fn measure(
+    pub(super) fn measure(
         &self,
         run: &mut McpRun,
         addr: SocketAddr,
@@ -489,18 +490,18 @@ impl Load<'_> {
 }
 
 /// What the part takes from oha's JSON.
-struct OhaResult {
-    p50_us: f64,
-    p99_us: f64,
-    rps: f64,
+pub(super) struct OhaResult {
+    pub(super) p50_us: f64,
+    pub(super) p99_us: f64,
+    pub(super) rps: f64,
     /// Responses with status 200.
-    ok: u64,
+    pub(super) ok: u64,
     /// Anything that makes the numbers suspect.
-    problems: Vec<String>,
+    pub(super) problems: Vec<String>,
 }
 
 impl OhaResult {
-    fn parse(text: &str) -> Result<OhaResult> {
+    pub(super) fn parse(text: &str) -> Result<OhaResult> {
         let v = json::parse(text)?;
         let num = |path: &[&str]| {
             v.path(path)
@@ -544,7 +545,7 @@ impl OhaResult {
 }
 
 /// The bench agent's counters from the daemon's /metrics.
-fn mcp_counters(daemon: &Daemon) -> McpCounters {
+pub(super) fn mcp_counters(daemon: &Daemon) -> McpCounters {
     // A request's record is written when its response ends.
     thread::sleep(Duration::from_millis(300));
     let text = http_get(daemon.env.metrics, "/metrics").unwrap_or_default();
@@ -582,355 +583,6 @@ fn mcp_counters(daemon: &Daemon) -> McpCounters {
         }
     }
     c
-}
-
-// ----------------------------------------------------------------- report
-
-pub(super) fn render(d: &mut String, p: &Params, nproc: usize, m: &McpPart) {
-    let s = p.seconds;
-    let reps = p.reps;
-    let plural = if reps == 1 { "" } else { "s" };
-    let _ = writeln!(d, "## MCP tools/call\n");
-    let _ = writeln!(d, "### Method\n");
-    let _ = writeln!(
-        d,
-        "The method of the benchmark anchors. One JSON-RPC `tools/call` POST to `/mcp` \
-         ({} bytes; `arguments` {ARGS_BYTES} bytes; `content-type: application/json`, \
-         `accept: {ACCEPT}`), answered with a {REPLY_BYTES}-byte JSON-RPC result by an nginx backend on \
-         127.0.0.2 ({}, `worker_processes 2`, `return 200 '…'` with `default_type application/json`, \
-         keepalive, no access log). Load from {} (`--no-tui --output-format json`, HTTP/1.1 keepalive). \
-         Targets:\n\n\
-         - **direct**: oha to the backend, ungoverned;\n\
-         - **nginx**: oha to nginx on 127.0.0.3, an HTTP reverse proxy (`worker_processes 2`, \
-         `proxy_pass` to an `upstream` with `keepalive 64`, `proxy_http_version 1.1`, no access log), \
-         ungoverned;\n\
-         - **mesh**: oha governed, `meshctl exec --agent {AGENT} -- oha …`, to the backend's own address; \
-         the kernel redirects each connect to mesh-agent (release build, default settings, \
-         `RUST_LOG=info`), which parses every request as HTTP and JSON-RPC, classifies it as an MCP \
-         `tools/call` of `{TOOL}` with its arguments, applies the policy (`allow: [\"127.0.0.2:*\"]`), \
-         forwards it on a pooled upstream connection, reads the outcome from the response and records \
-         the call (a record line in the daemon's log and the `mesh_tool_calls_total` metric). A fresh \
-         daemon for each measurement set.\n",
-        m.request_bytes, m.nginx_version, m.oha_version
-    );
-    let _ = writeln!(
-        d,
-        "Loads, for each target: **@1k rps**: a fixed {PACED_RATE} calls/s (`-q {PACED_RATE}`) on \
-         {PACED_CONNS} connections for {s} s, latency p50/p99 as oha reports it (from each request's \
-         actual send; no coordinated-omission correction); **max**: {MAX_CONNS} connections as fast as \
-         possible for {s} s, calls/s. Targets run interleaved (direct, nginx, mesh; again …), {reps} \
-         repetition{plural}; the tables show medians. Nothing is pinned: oha, proxy and backend share \
-         the {nproc} CPUs the same way for every target, all on loopback in the host's network namespace \
-         like the TCP part (the anchors ran in `unshare --net`). \"CPU µs/call\": user + system CPU time of the proxy's processes (nginx's master \
-         and workers; the daemon) and of the backend's during a load, from /proc/PID/stat, divided by \
-         the calls answered.\n"
-    );
-
-    let _ = writeln!(d, "### Results (median of {reps} repetition{plural})\n");
-    let _ = writeln!(
-        d,
-        "| target | p50 µs @1k rps | p99 µs | max req/s | vs direct | added p50 vs direct | proxy CPU µs/call @1k / max |"
-    );
-    let _ = writeln!(d, "|---|---|---|---|---|---|---|");
-    let direct_p50 = m.median(McpTarget::Direct, "p50");
-    let direct_rps = m.median(McpTarget::Direct, "max_rps");
-    for t in MCP_TARGETS {
-        let med = |k| m.median(t, k);
-        let vs =
-            ratio(med("max_rps"), direct_rps).map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"));
-        let added = match (t, med("p50"), direct_p50) {
-            (McpTarget::Direct, _, _) => "–".to_owned(),
-            (_, Some(a), Some(b)) => format!("{:+.0} µs", a - b),
-            _ => "n/a".to_owned(),
-        };
-        let cpu = if t == McpTarget::Direct {
-            "–".to_owned()
-        } else {
-            format!("{} / {}", opt(med("cpu_proxy")), opt(med("max_cpu_proxy")))
-        };
-        let _ = writeln!(
-            d,
-            "| {} | {} | {} | {} | {vs} | {added} | {cpu} |",
-            t.description(),
-            opt(med("p50")),
-            opt(med("p99")),
-            opt(med("max_rps")),
-        );
-    }
-    let _ = writeln!(
-        d,
-        "\n\"vs direct\": max req/s as a fraction of direct's. The benchmark anchors (measured earlier on this \
-         kind of machine, 20 s loads, in a network namespace): direct 77 µs / 71,567 req/s, nginx 159 µs / \
-         40,821 req/s (0.57x, +82 µs).\n"
-    );
-
-    targets::write_header(d);
-    let verdict = targets::verdict;
-    let mesh_p50 = m.median(McpTarget::Mesh, "p50");
-    let added = mesh_p50.zip(direct_p50).map(|(a, b)| a - b);
-    let _ = writeln!(
-        d,
-        "| mesh: added p50 @1k rps at most {ADDED_P50_TARGET_US:.0} µs | {} ({} µs vs {} µs) | {} |",
-        added.map_or_else(|| "n/a".into(), |a| format!("{a:+.0} µs")),
-        opt(mesh_p50),
-        opt(direct_p50),
-        verdict(added.map(|a| a <= ADDED_P50_TARGET_US)),
-    );
-    let mesh_rps = m.median(McpTarget::Mesh, "max_rps");
-    let r = ratio(mesh_rps, direct_rps);
-    let _ = writeln!(
-        d,
-        "| mesh: max req/s at least {RPS_RATIO_TARGET}x direct | {} ({} vs {} req/s) | {} |",
-        r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}x")),
-        opt(mesh_rps),
-        opt(direct_rps),
-        verdict(r.map(|r| r >= RPS_RATIO_TARGET)),
-    );
-    let nginx_added = m
-        .median(McpTarget::Nginx, "p50")
-        .zip(direct_p50)
-        .map(|(a, b)| a - b);
-    let nginx_r = ratio(m.median(McpTarget::Nginx, "max_rps"), direct_rps);
-    let _ = writeln!(
-        d,
-        "| for comparison, nginx | added p50 {}, max req/s {} | |",
-        nginx_added.map_or_else(|| "n/a".into(), |a| format!("{a:+.0} µs")),
-        nginx_r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}x")),
-    );
-    let _ = writeln!(d);
-
-    let _ = writeln!(d, "### Every repetition\n");
-    let _ = writeln!(
-        d,
-        "| rep | target | p50 / p99 µs @1k rps | req/s achieved @1k | max req/s (p50 / p99 µs) | proxy CPU µs/call @1k / max | backend CPU µs/call @1k / max | daemon: tools/call recorded / MCP requests allowed / other; RSS (peak) MiB | other CPU / steal % |"
-    );
-    let _ = writeln!(d, "|---|---|---|---|---|---|---|---|---|");
-    for r in &m.runs {
-        let g = |k: &str| opt(r.values.get(k).copied());
-        let proxy_cpu = if r.target == McpTarget::Direct {
-            String::new()
-        } else {
-            format!("{} / {}", g("cpu_proxy"), g("max_cpu_proxy"))
-        };
-        let daemon = r.daemon.map_or_else(String::new, |c| {
-            format!(
-                "{} / {} / {}; {} ({})",
-                c.tool_calls,
-                c.mcp_allowed,
-                c.other,
-                g("rss_mib"),
-                g("hwm_mib")
-            )
-        });
-        let _ = writeln!(
-            d,
-            "| {} | {} | {} / {} | {} | {} ({} / {}) | {proxy_cpu} | {} / {} | {daemon} | {} |",
-            r.rep,
-            r.target.label(),
-            g("p50"),
-            g("p99"),
-            g("rps"),
-            g("max_rps"),
-            g("max_p50"),
-            g("max_p99"),
-            g("cpu_backend"),
-            g("max_cpu_backend"),
-            OtherCpu::from_values(&r.values),
-        );
-    }
-    let _ = writeln!(d);
-}
-
-/// A small JSON reader for oha's output (xtask has no JSON dependency).
-mod json {
-    use anyhow::{bail, Context as _, Result};
-
-    #[derive(Debug, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        Num(f64),
-        Str(String),
-        Arr(Vec<Value>),
-        Obj(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn as_f64(&self) -> Option<f64> {
-            match self {
-                Value::Num(n) => Some(*n),
-                _ => None,
-            }
-        }
-
-        pub fn path(&self, keys: &[&str]) -> Option<&Value> {
-            let mut v = self;
-            for k in keys {
-                let Value::Obj(fields) = v else { return None };
-                v = &fields.iter().find(|(name, _)| name == k)?.1;
-            }
-            Some(v)
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Value> {
-        let mut p = Parser {
-            b: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value(0)?;
-        p.ws();
-        if p.i != p.b.len() {
-            bail!("trailing characters at {}", p.i);
-        }
-        Ok(v)
-    }
-
-    struct Parser<'a> {
-        b: &'a [u8],
-        i: usize,
-    }
-
-    impl Parser<'_> {
-        fn ws(&mut self) {
-            while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
-                self.i += 1;
-            }
-        }
-
-        fn eat(&mut self, c: u8) -> Result<()> {
-            self.ws();
-            if self.b.get(self.i) != Some(&c) {
-                bail!("expected {:?} at {}", c as char, self.i);
-            }
-            self.i += 1;
-            Ok(())
-        }
-
-        fn value(&mut self, depth: usize) -> Result<Value> {
-            if depth > 64 {
-                bail!("nested too deep");
-            }
-            self.ws();
-            match self.b.get(self.i).copied() {
-                Some(b'{') => {
-                    self.i += 1;
-                    let mut fields = Vec::new();
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b'}') {
-                        self.i += 1;
-                        return Ok(Value::Obj(fields));
-                    }
-                    loop {
-                        self.ws();
-                        let k = self.string()?;
-                        self.eat(b':')?;
-                        fields.push((k, self.value(depth + 1)?));
-                        self.ws();
-                        match self.b.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                return Ok(Value::Obj(fields));
-                            }
-                            _ => bail!("expected , or }} at {}", self.i),
-                        }
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b']') {
-                        self.i += 1;
-                        return Ok(Value::Arr(items));
-                    }
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        self.ws();
-                        match self.b.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                return Ok(Value::Arr(items));
-                            }
-                            _ => bail!("expected , or ] at {}", self.i),
-                        }
-                    }
-                }
-                Some(b'"') => Ok(Value::Str(self.string()?)),
-                Some(b't') if self.b[self.i..].starts_with(b"true") => {
-                    self.i += 4;
-                    Ok(Value::Bool(true))
-                }
-                Some(b'f') if self.b[self.i..].starts_with(b"false") => {
-                    self.i += 5;
-                    Ok(Value::Bool(false))
-                }
-                Some(b'n') if self.b[self.i..].starts_with(b"null") => {
-                    self.i += 4;
-                    Ok(Value::Null)
-                }
-                Some(c) if c == b'-' || c.is_ascii_digit() => {
-                    let start = self.i;
-                    while self.i < self.b.len()
-                        && matches!(
-                            self.b[self.i],
-                            b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
-                        )
-                    {
-                        self.i += 1;
-                    }
-                    let s = std::str::from_utf8(&self.b[start..self.i])?;
-                    Ok(Value::Num(
-                        s.parse().with_context(|| format!("bad number {s:?}"))?,
-                    ))
-                }
-                _ => bail!("unexpected input at {}", self.i),
-            }
-        }
-
-        fn string(&mut self) -> Result<String> {
-            if self.b.get(self.i) != Some(&b'"') {
-                bail!("expected a string at {}", self.i);
-            }
-            self.i += 1;
-            let mut out = Vec::new();
-            loop {
-                let Some(&c) = self.b.get(self.i) else {
-                    bail!("unterminated string");
-                };
-                self.i += 1;
-                match c {
-                    b'"' => break,
-                    b'\\' => {
-                        let Some(&e) = self.b.get(self.i) else {
-                            bail!("unterminated escape");
-                        };
-                        self.i += 1;
-                        match e {
-                            b'n' => out.push(b'\n'),
-                            b't' => out.push(b'\t'),
-                            b'r' => out.push(b'\r'),
-                            b'b' => out.push(8),
-                            b'f' => out.push(12),
-                            b'u' => {
-                                let hex =
-                                    self.b.get(self.i..self.i + 4).context("short \\u escape")?;
-                                self.i += 4;
-                                let code = u32::from_str_radix(std::str::from_utf8(hex)?, 16)?;
-                                let ch = char::from_u32(code).unwrap_or('\u{fffd}');
-                                out.extend_from_slice(ch.to_string().as_bytes());
-                            }
-                            other => out.push(other),
-                        }
-                    }
-                    c => out.push(c),
-                }
-            }
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! allocation test `mesh-policy/tests/policy_alloc.rs`, which checks that an
 //! allowed decision makes no heap allocation. divan prints a table only (no
 //! machine-readable output in 0.1), so this part reads that table
-//! (`bench_divan.rs`, shared with the budget part).
+//! (`divan.rs`, shared with the budget part).
 use super::divan::{self, fmt_duration, run_captured, DivanOutput, OUTPUT_LINES};
 use super::targets::{self, verdict};
 use super::*;
@@ -25,7 +25,7 @@ const BENCHMARKS: [(&str, &str); 3] = [
 ];
 /// The test of `ALLOC_TEST_FILE`.
 const ALLOC_TEST: &str = "allowed_tool_call_decision_does_not_allocate";
-/// The target for the allowed decision's median, in ns.
+/// The target for the allowed decision's median, in ns.
 const DECISION_P50_TARGET_NS: f64 = 1000.0;
 /// The crate and divan benchmark of `BENCH_FILE`.
 const PACKAGE: &str = "mesh-policy";
