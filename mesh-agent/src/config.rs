@@ -115,6 +115,15 @@ pub const LEAF_CACHE_MAX: usize = 1024;
 /// all server configurations built from one
 /// [`MeshCa`](crate::proxy::tls::MeshCa).
 pub const TLS_SESSION_CACHE_SIZE: usize = 4096;
+/// How long the accept loop waits after a failed accept (EMFILE and
+/// friends) instead of spinning.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Idle upstream HTTP/1.1 connections kept per pool key; more are opened when
+/// all are busy and closed when they come back to a full pool.
+pub const POOL_MAX_IDLE_PER_KEY: usize = 32;
+/// Upstream pool shards: idle connections are kept per proxy worker, workers
+/// beyond this count share shards.
+pub const POOL_SHARDS: usize = 16;
 
 /// The daemon's settings, validated: every path is absolute and the cgroup
 /// layout is consistent (see [`Config::from_yaml`]).

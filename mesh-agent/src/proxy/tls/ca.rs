@@ -488,7 +488,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::proxy::tls::TempDir;
+    use crate::proxy::tls::test_dir::TempDir;
 
     #[test]
     fn the_ca_is_created_once_and_reloaded() {

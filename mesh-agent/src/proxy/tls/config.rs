@@ -188,7 +188,7 @@ mod tests {
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
-    use crate::proxy::tls::TempDir;
+    use crate::proxy::tls::test_dir::TempDir;
 
     fn h2_h1() -> Vec<Vec<u8>> {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]

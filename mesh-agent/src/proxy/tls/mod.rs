@@ -111,5 +111,3 @@ mod test_dir {
         }
     }
 }
-#[cfg(test)]
-use test_dir::TempDir;
