@@ -124,6 +124,16 @@ pub const POOL_MAX_IDLE_PER_KEY: usize = 32;
 /// Upstream pool shards: idle connections are kept per proxy worker, workers
 /// beyond this count share shards.
 pub const POOL_SHARDS: usize = 16;
+/// How often a draining proxy worker checks whether its connections are done.
+pub const WORKER_DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The environment variable that chooses how opaque bytes are relayed:
+/// `splice` or `copy` (for measurement; see `proxy/relay.rs`). Anything else
+/// keeps [`DEFAULT_RELAY_STRATEGY`].
+pub const RELAY_STRATEGY_ENV: &str = "MESH_RELAY";
+/// How opaque bytes are relayed by default: chosen by measurement, see
+/// docs/benchmarks.md.
+pub const DEFAULT_RELAY_STRATEGY: crate::proxy::relay::Strategy =
+    crate::proxy::relay::Strategy::Splice;
 
 /// The daemon's settings, validated: every path is absolute and the cgroup
 /// layout is consistent (see [`Config::from_yaml`]).
