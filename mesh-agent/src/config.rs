@@ -90,6 +90,51 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+// --- proxy ---
+/// The mesh CA certificate, relative to the data directory.
+pub const CA_CERT_FILE: &str = "ca/mesh-ca.pem";
+/// The mesh CA private key (PKCS#8 PEM), relative to the data directory.
+pub const CA_KEY_FILE: &str = "ca/mesh-ca.key";
+/// The mesh CA's subject common name.
+pub const CA_COMMON_NAME: &str = "mesh agent CA";
+/// How long a new mesh CA is valid.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// A leaf is valid from this long before it is minted, so that a client whose
+/// clock is somewhat behind still accepts it.
+pub const LEAF_BACKDATE: Duration = Duration::from_secs(3600);
+/// A leaf is valid for this long after it is minted. Short, because leaves are
+/// cheap to mint and never revoked.
+pub const LEAF_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// A cached leaf this close to its expiry is minted anew, so that no handshake
+/// is served a certificate about to expire mid-connection.
+pub const LEAF_REMINT_BEFORE: Duration = Duration::from_secs(3600);
+/// How many leaves are kept; when full, expiring ones go first, then the
+/// oldest.
+pub const LEAF_CACHE_MAX: usize = 1024;
+/// How many TLS sessions the terminating side keeps for resumption, shared by
+/// all server configurations built from one
+/// [`MeshCa`](crate::proxy::tls::MeshCa).
+pub const TLS_SESSION_CACHE_SIZE: usize = 4096;
+/// How long the accept loop waits after a failed accept (EMFILE and
+/// friends) instead of spinning.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Idle upstream HTTP/1.1 connections kept per pool key; more are opened when
+/// all are busy and closed when they come back to a full pool.
+pub const POOL_MAX_IDLE_PER_KEY: usize = 32;
+/// Upstream pool shards: idle connections are kept per proxy worker, workers
+/// beyond this count share shards.
+pub const POOL_SHARDS: usize = 16;
+/// How often a draining proxy worker checks whether its connections are done.
+pub const WORKER_DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The environment variable that chooses how opaque bytes are relayed:
+/// `splice` or `copy` (for measurement; see `proxy/relay.rs`). Anything else
+/// keeps [`DEFAULT_RELAY_STRATEGY`].
+pub const RELAY_STRATEGY_ENV: &str = "MESH_RELAY";
+/// How opaque bytes are relayed by default: chosen by measurement, see
+/// docs/benchmarks.md.
+pub const DEFAULT_RELAY_STRATEGY: crate::proxy::relay::Strategy =
+    crate::proxy::relay::Strategy::Splice;
+
 /// The daemon's settings, validated: every path is absolute and the cgroup
 /// layout is consistent (see [`Config::from_yaml`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,16 +23,15 @@ use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::connect_upstream;
-use crate::addr::OrigDst;
+use super::conn::{connect_upstream, SocketFactory};
+use crate::{
+    addr::OrigDst,
+    config::{POOL_MAX_IDLE_PER_KEY, POOL_SHARDS},
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request and response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-/// Idle HTTP/1.1 connections kept per key; more are opened when all are busy
-/// and closed when they come back to a full pool.
-const MAX_IDLE_PER_KEY: usize = 32;
 
 /// Which upstream connections a request may share.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -93,22 +92,19 @@ pub enum UpstreamError {
     Request(#[from] hyper::Error),
 }
 
-/// Idle connections are kept per proxy worker (see `workers.rs`): a
+/// Pooled upstream connections, kept per proxy worker (see `workers.rs`): a
 /// connection's task runs on the worker that opened it, so reusing it from
-/// that worker only keeps a request on one thread. Workers beyond this count
-/// share shards.
-const POOL_SHARDS: usize = 16;
-
-/// Pooled upstream connections.
+/// that worker only keeps a request on one thread. Workers beyond
+/// [`POOL_SHARDS`] share shards.
 pub struct UpstreamPool {
-    mark: Option<u32>,
+    sockets: Arc<dyn SocketFactory>,
     shards: [Mutex<HashMap<PoolKey, Vec<Sender>>>; POOL_SHARDS],
 }
 
 impl UpstreamPool {
-    pub fn new(mark: Option<u32>) -> UpstreamPool {
+    pub fn new(sockets: Arc<dyn SocketFactory>) -> UpstreamPool {
         UpstreamPool {
-            mark,
+            sockets,
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
         }
     }
@@ -169,7 +165,7 @@ impl UpstreamPool {
     fn checkin(&self, key: &PoolKey, sender: Sender) {
         let mut idle = self.idle();
         let senders = idle.entry(key.clone()).or_default();
-        if senders.len() < MAX_IDLE_PER_KEY {
+        if senders.len() < POOL_MAX_IDLE_PER_KEY {
             senders.push(sender);
         }
     }
@@ -201,7 +197,7 @@ impl UpstreamPool {
         key: &PoolKey,
         tls: Option<&UpstreamTls>,
     ) -> Result<Sender, UpstreamError> {
-        let tcp = connect_upstream(OrigDst(key.dst), self.mark)
+        let tcp = connect_upstream(self.sockets.as_ref(), OrigDst(key.dst))
             .await
             .map_err(|source| UpstreamError::Connect {
                 dst: key.dst,

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{io::Interest, net::TcpStream};
 
-use crate::config::RELAY_BUFFER_BYTES;
+use crate::config::{DEFAULT_RELAY_STRATEGY, RELAY_BUFFER_BYTES, RELAY_STRATEGY_ENV};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -23,15 +23,12 @@ pub enum Strategy {
 /// The strategy in force (read once).
 pub fn strategy() -> Strategy {
     static STRATEGY: OnceLock<Strategy> = OnceLock::new();
-    *STRATEGY.get_or_init(|| match std::env::var("MESH_RELAY").as_deref() {
+    *STRATEGY.get_or_init(|| match std::env::var(RELAY_STRATEGY_ENV).as_deref() {
         Ok("copy") => Strategy::Copy,
         Ok("splice") => Strategy::Splice,
-        _ => DEFAULT_STRATEGY,
+        _ => DEFAULT_RELAY_STRATEGY,
     })
 }
-
-/// Chosen by measurement; see docs/benchmarks.md.
-const DEFAULT_STRATEGY: Strategy = Strategy::Splice;
 
 /// Relays until both directions finish (half-close is propagated). Returns
 /// (bytes to upstream, bytes to client) carried, also when the relay ends

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::Proxy;
+use crate::config::WORKER_DRAIN_POLL_INTERVAL;
 
 thread_local! {
     /// 1-based index of the proxy worker running on this thread; 0 elsewhere.
@@ -107,6 +108,6 @@ async fn worker(
     // live on this runtime and finish only while it runs.
     let deadline = Instant::now() + drain;
     while proxy.active.count() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(WORKER_DRAIN_POLL_INTERVAL).await;
     }
 }

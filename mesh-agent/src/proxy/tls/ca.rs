@@ -1,16 +1,6 @@
-//! The mesh CA and the TLS configurations for `tls: terminate`.
-//!
-//! To read what an agent says over TLS, the proxy terminates the agent's TLS
-//! with a leaf certificate minted on the fly for the name the agent asked for,
-//! signed by a host-local CA that governed agents are configured to trust, and
-//! opens its own TLS to the real server, verified against the system roots.
-//!
-//! The CA key lets whoever holds it impersonate any server to those agents, so
-//! it is created once, kept `0600` in a `0700` directory, and never replaced
-//! silently: a damaged or mismatched pair is an error for the operator.
-//!
-//! All configurations name the ring provider explicitly and never rely on a
-//! process-wide default provider.
+//! The host-local CA that signs the leaves the proxy presents to agents:
+//! created once in `data_dir/ca/` (never replaced silently), reloaded and
+//! self-checked at start, and minting leaves on demand into a bounded cache.
 use std::{
     collections::HashMap,
     fmt,
@@ -19,8 +9,8 @@ use std::{
     net::IpAddr,
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock, PoisonError},
-    time::{Duration, SystemTime},
+    sync::{Arc, Mutex, PoisonError},
+    time::SystemTime,
 };
 
 use rcgen::{
@@ -29,100 +19,25 @@ use rcgen::{
 };
 use rustls::{
     client::{danger::ServerCertVerifier as _, WebPkiServerVerifier},
-    crypto::CryptoProvider,
     pki_types::{
         pem::PemObject as _, CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer,
         ServerName, UnixTime,
     },
-    server::{ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions},
+    server::{ServerSessionMemoryCache, StoresServerSessions},
     sign::CertifiedKey,
-    ClientConfig, RootCertStore, ServerConfig,
+    RootCertStore,
 };
-use tracing::{debug, warn};
+use tracing::warn;
 
-/// The CA certificate, relative to the data directory.
-pub const CA_CERT_FILE: &str = "ca/mesh-ca.pem";
-/// The CA private key (PKCS#8 PEM), relative to the data directory.
-pub const CA_KEY_FILE: &str = "ca/mesh-ca.key";
-/// The CA's subject common name.
-pub const CA_COMMON_NAME: &str = "mesh agent CA";
-/// How long a new CA is valid.
-pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// A leaf is valid from this long before it is minted, so that a client whose
-/// clock is somewhat behind still accepts it.
-pub const LEAF_BACKDATE: Duration = Duration::from_secs(3600);
-/// A leaf is valid for this long after it is minted. Short, because leaves are
-/// cheap to mint and never revoked.
-pub const LEAF_VALIDITY: Duration = Duration::from_secs(24 * 3600);
-/// A cached leaf this close to its expiry is minted anew, so that no handshake
-/// is served a certificate about to expire mid-connection.
-pub const LEAF_REMINT_BEFORE: Duration = Duration::from_secs(3600);
-/// How many leaves are kept; when full, expiring ones go first, then the
-/// oldest.
-pub const LEAF_CACHE_MAX: usize = 1024;
-/// How many TLS sessions the terminating side keeps for resumption, shared by
-/// all server configurations built from one [`MeshCa`].
-const SESSION_CACHE_SIZE: usize = 4096;
-
-/// The application protocols the mesh can parse when it terminates TLS.
-/// [`server_config`] negotiates only these, whatever the caller passes.
-pub const SUPPORTED_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+use super::{provider, TlsError};
+use crate::config::{
+    CA_CERT_FILE, CA_COMMON_NAME, CA_KEY_FILE, CA_VALIDITY, LEAF_BACKDATE, LEAF_CACHE_MAX,
+    LEAF_REMINT_BEFORE, LEAF_VALIDITY, TLS_SESSION_CACHE_SIZE,
+};
 
 /// The name a freshly loaded CA mints a test leaf for, to prove that leaves
 /// will chain to the stored certificate.
 const SELF_CHECK_NAME: &str = "mesh-ca-self-check.invalid";
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("mesh CA certificate {}: {reason}", path.display())]
-    CaCert { path: PathBuf, reason: String },
-    #[error("mesh CA key {}: {reason}", path.display())]
-    CaKey { path: PathBuf, reason: String },
-    #[error(
-        "mesh CA certificate {} and key {} do not belong together: {reason}; \
-         restore the matching pair (an existing CA is never replaced automatically)",
-        cert.display(), key.display()
-    )]
-    CaMismatch {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
-    #[error(
-        "mesh CA is incomplete: {} exists but {} does not; restore it, or remove both \
-         to create a new CA (agents must then be given the new certificate)",
-        present.display(), missing.display()
-    )]
-    CaIncomplete { present: PathBuf, missing: PathBuf },
-    #[error("creating the mesh CA in {}: {reason}", dir.display())]
-    CaCreate { dir: PathBuf, reason: String },
-    #[error("minting a certificate for {name:?}: {reason}")]
-    Mint { name: String, reason: String },
-    #[error("{name:?} is neither a DNS name nor an IP address; no certificate can name it")]
-    InvalidServerName { name: String },
-    #[error("extra CA file {}: {reason}", path.display())]
-    ExtraCa { path: PathBuf, reason: String },
-    #[error("no trusted root certificates for upstream TLS: {detail}")]
-    NoRoots { detail: String },
-    #[error("building a TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
-}
-
-/// The one crypto provider every configuration here uses.
-fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
 
 /// The host-local CA that signs the leaves the proxy presents to agents.
 pub struct MeshCa {
@@ -132,7 +47,7 @@ pub struct MeshCa {
     key_path: PathBuf,
     issuer: Issuer<'static, KeyPair>,
     leaves: Mutex<LeafCache>,
-    sessions: Arc<dyn StoresServerSessions>,
+    pub(super) sessions: Arc<dyn StoresServerSessions>,
 }
 
 impl fmt::Debug for MeshCa {
@@ -301,7 +216,7 @@ impl MeshCa {
             cert_path,
             key_path,
             leaves: Mutex::new(LeafCache::new(LEAF_CACHE_MAX)),
-            sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            sessions: ServerSessionMemoryCache::new(TLS_SESSION_CACHE_SIZE),
         };
         ca.self_check()?;
         Ok(ca)
@@ -497,162 +412,6 @@ impl LeafCache {
     }
 }
 
-/// Picks the leaf for each handshake: the ClientHello's SNI, else the
-/// fallback name (the original destination's IP), else none (the handshake
-/// fails, as it would against a server with no certificate for it).
-struct MintingResolver {
-    ca: Arc<MeshCa>,
-    fallback_name: Option<String>,
-}
-
-impl fmt::Debug for MintingResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MintingResolver")
-            .field("fallback_name", &self.fallback_name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ResolvesServerCert for MintingResolver {
-    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name().or(self.fallback_name.as_deref())?;
-        match self.ca.leaf_for(name) {
-            Ok(leaf) => Some(leaf),
-            Err(e) => {
-                warn!(error = %e, "no certificate for the agent's handshake");
-                None
-            }
-        }
-    }
-}
-
-/// A server configuration that presents minted leaves, for clients that send
-/// SNI; a handshake without SNI fails. See [`server_config_for`].
-pub fn server_config(ca: Arc<MeshCa>, alpn: Vec<Vec<u8>>) -> Result<Arc<ServerConfig>, TlsError> {
-    build_server_config(ca, None, alpn)
-}
-
-/// A server configuration for one connection: the leaf names the SNI, or
-/// `fallback_name` (the original destination's IP, as a string) when the
-/// client sent none.
-///
-/// ALPN: `alpn` is what the agent offered (in its ClientHello, or better, what
-/// the upstream server chose from it, so both legs speak the same protocol);
-/// only the entries in [`SUPPORTED_ALPN`] are kept, in the given order, and
-/// rustls picks the first of them the client offers. If none is left, no
-/// protocol is negotiated (the client then speaks HTTP/1.1 by default).
-pub fn server_config_for(
-    ca: Arc<MeshCa>,
-    fallback_name: String,
-    alpn: Vec<Vec<u8>>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    build_server_config(ca, Some(fallback_name), alpn)
-}
-
-fn build_server_config(
-    ca: Arc<MeshCa>,
-    fallback_name: Option<String>,
-    alpn: Vec<Vec<u8>>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let sessions = ca.sessions.clone();
-    let resolver = MintingResolver { ca, fallback_name };
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = alpn
-        .into_iter()
-        .filter(|p| SUPPORTED_ALPN.contains(&p.as_slice()))
-        .collect();
-    // Shared across per-connection configurations so resumption works.
-    config.session_storage = sessions;
-    Ok(Arc::new(config))
-}
-
-/// System roots, loaded once per process (reading the system store is slow).
-struct NativeRoots {
-    certs: Vec<CertificateDer<'static>>,
-    errors: Vec<String>,
-}
-
-fn native_roots() -> &'static NativeRoots {
-    static ROOTS: OnceLock<NativeRoots> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let result = rustls_native_certs::load_native_certs();
-        let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        for e in &errors {
-            warn!(error = %e, "some system root certificates could not be loaded");
-        }
-        debug!(
-            count = result.certs.len(),
-            "system root certificates loaded"
-        );
-        NativeRoots {
-            certs: result.certs,
-            errors,
-        }
-    })
-}
-
-/// The upstream (mesh → real server) client configuration: the system roots
-/// plus, optionally, the CA certificates in the PEM file `extra_ca`; ALPN as
-/// given. Fails only when no root at all would be trusted, or `extra_ca` is
-/// unreadable or holds no usable certificate. Build once per (extra_ca, alpn)
-/// and keep the `Arc`.
-pub fn client_config(
-    extra_ca: Option<&Path>,
-    alpn: Vec<Vec<u8>>,
-) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    let native = native_roots();
-    let (added, ignored) = roots.add_parsable_certificates(native.certs.iter().cloned());
-    if ignored > 0 {
-        debug!(
-            added,
-            ignored, "unparsable system root certificates ignored"
-        );
-    }
-    if let Some(path) = extra_ca {
-        let extra_err = |reason: String| TlsError::ExtraCa {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let pem = fs::read(path).map_err(|source| TlsError::Io {
-            action: "reading the extra CA file",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut count = 0usize;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| extra_err(format!("bad PEM ({e})")))?;
-            roots
-                .add(cert)
-                .map_err(|e| extra_err(format!("certificate {} is not usable ({e})", count + 1)))?;
-            count += 1;
-        }
-        if count == 0 {
-            return Err(extra_err("holds no PEM certificate".into()));
-        }
-    }
-    if roots.is_empty() {
-        let detail = if native.errors.is_empty() {
-            "the system store holds none and no extra CA file was given".to_owned()
-        } else {
-            format!(
-                "the system store yielded none ({}) and no extra CA file was given",
-                native.errors.join("; ")
-            )
-        };
-        return Err(TlsError::NoRoots { detail });
-    }
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn;
-    Ok(Arc::new(config))
-}
-
 fn exists(path: &Path) -> Result<bool, TlsError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
@@ -726,91 +485,10 @@ fn sync_dir(dir: &Path) -> Result<(), TlsError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
-
-    use tokio::{
-        io::{AsyncReadExt as _, AsyncWriteExt as _},
-        net::{TcpListener, TcpStream},
-    };
-    use tokio_rustls::{TlsAcceptor, TlsConnector};
+    use std::time::Duration;
 
     use super::*;
-
-    /// A unique directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir =
-                std::env::temp_dir().join(format!("mesh-tls-{tag}-{}-{nanos}", std::process::id()));
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn h2_h1() -> Vec<Vec<u8>> {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    }
-
-    fn trusting(ca: &MeshCa, alpn: Vec<Vec<u8>>) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.cert_der().clone()).unwrap();
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn;
-        Arc::new(config)
-    }
-
-    /// Serves one TLS connection on loopback: reads a line, answers "pong".
-    async fn tls_server(config: Arc<ServerConfig>) -> std::net::SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut tls) = acceptor.accept(tcp).await {
-                        let mut buf = [0u8; 4];
-                        if tls.read_exact(&mut buf).await.is_ok() {
-                            let _ = tls.write_all(b"pong").await;
-                            let _ = tls.shutdown().await;
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    async fn handshake(
-        addr: std::net::SocketAddr,
-        client: Arc<ClientConfig>,
-        name: &str,
-    ) -> std::io::Result<Option<Vec<u8>>> {
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from(name.to_owned()).unwrap();
-        let mut tls = TlsConnector::from(client).connect(name, tcp).await?;
-        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        tls.write_all(b"ping").await?;
-        let mut buf = Vec::new();
-        tls.read_to_end(&mut buf).await?;
-        assert_eq!(buf, b"pong");
-        Ok(alpn)
-    }
+    use crate::proxy::tls::test_dir::TempDir;
 
     #[test]
     fn the_ca_is_created_once_and_reloaded() {
@@ -926,83 +604,5 @@ mod tests {
             assert!(ca.cache().map.len() <= 3);
         }
         assert!(ca.cache().map.contains_key("n9.example.test"));
-    }
-
-    #[tokio::test]
-    async fn terminates_for_the_requested_name_with_h2() {
-        let dir = TempDir::new("handshake");
-        let ca = Arc::new(MeshCa::load_or_create(&dir.0).unwrap());
-        let addr = tls_server(server_config(ca.clone(), h2_h1()).unwrap()).await;
-        let alpn = handshake(addr, trusting(&ca, h2_h1()), "api.example.test")
-            .await
-            .unwrap();
-        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-        // A client offering only HTTP/1.1 gets it.
-        let alpn = handshake(
-            addr,
-            trusting(&ca, vec![b"http/1.1".to_vec()]),
-            "api.example.test",
-        )
-        .await
-        .unwrap();
-        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
-        // Unsupported protocols are not negotiated.
-        let cfg = server_config(ca.clone(), vec![b"spdy/3".to_vec()]).unwrap();
-        assert!(cfg.alpn_protocols.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_client_trusting_another_ca_refuses() {
-        let dir = TempDir::new("trust");
-        let other_dir = TempDir::new("trust-other");
-        let ca = Arc::new(MeshCa::load_or_create(&dir.0).unwrap());
-        let other = MeshCa::load_or_create(&other_dir.0).unwrap();
-        let addr = tls_server(server_config(ca, h2_h1()).unwrap()).await;
-        let e = handshake(addr, trusting(&other, h2_h1()), "api.example.test")
-            .await
-            .unwrap_err();
-        // Each CA has its own subject, so the other CA is not even a candidate.
-        assert!(e.to_string().contains("UnknownIssuer"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn without_sni_the_fallback_ip_is_named() {
-        let dir = TempDir::new("fallback");
-        let ca = Arc::new(MeshCa::load_or_create(&dir.0).unwrap());
-        // rustls sends no SNI for an IP address.
-        let addr =
-            tls_server(server_config_for(ca.clone(), "127.0.0.1".into(), vec![]).unwrap()).await;
-        let alpn = handshake(addr, trusting(&ca, vec![]), "127.0.0.1")
-            .await
-            .unwrap();
-        assert_eq!(alpn, None);
-        // Without a fallback there is nothing to name: the handshake fails.
-        let addr = tls_server(server_config(ca.clone(), vec![]).unwrap()).await;
-        assert!(handshake(addr, trusting(&ca, vec![]), "127.0.0.1")
-            .await
-            .is_err());
-    }
-
-    #[tokio::test]
-    async fn the_upstream_config_trusts_an_extra_ca_file() {
-        let dir = TempDir::new("upstream");
-        let ca = Arc::new(MeshCa::load_or_create(&dir.0).unwrap());
-        let addr = tls_server(server_config(ca.clone(), h2_h1()).unwrap()).await;
-        let client = client_config(Some(ca.cert_path()), h2_h1()).unwrap();
-        let alpn = handshake(addr, client, "api.example.test").await.unwrap();
-        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-
-        let bad = dir.0.join("bad.pem");
-        fs::write(&bad, b"nothing here").unwrap();
-        let e = client_config(Some(&bad), vec![]).unwrap_err().to_string();
-        assert!(
-            e.contains("bad.pem") && e.contains("no PEM certificate"),
-            "{e}"
-        );
-        let missing = dir.0.join("missing.pem");
-        let e = client_config(Some(&missing), vec![])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("missing.pem"), "{e}");
     }
 }
