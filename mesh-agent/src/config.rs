@@ -67,9 +67,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).
 pub const RECORD_RING_CAPACITY: usize = 4096;
 /// Output tokens reserved for a budgeted LLM request that states no bound
-/// and whose `llm` entry sets no `max_output_tokens` (the bound is then
-/// added to the forwarded request).
-pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// (defined where calls are charged).
+pub use crate::budget::charge::DEFAULT_MAX_OUTPUT_TOKENS;
 /// A budget with `on_exhaust: quarantine` quarantines its agent this long
 /// after the refusal's last byte was handed to the connection: the kernel
 /// quarantine drops the agent's traffic, and the refusal must reach it first.

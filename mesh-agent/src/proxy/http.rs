@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{
-    budget::{self as charge, BudgetRefusal, Charge},
     filter::{self, ListRewrite, SseEventSplitter},
     pool::{BoxError, PoolKey, ProxyBody, UpstreamError, UpstreamTls},
     refuse::{self, Framing},
@@ -39,7 +38,10 @@ use super::{
 };
 use crate::{
     addr::OrigDst,
-    budget::{Commit, Spend},
+    budget::{
+        charge::{self, BudgetRefusal, Charge, RefusalKind},
+        Commit, Spend,
+    },
     config::QUARANTINE_AFTER_REFUSAL,
     l7::{
         jsonrpc::{self, Message},
@@ -50,7 +52,9 @@ use crate::{
         Call, Direction, L7Error, Outcome, OutcomeStatus, Protocol, RpcId,
     },
     policy::{CallContext, Decision, DecisionPoint, ListKind, OnExhaust, PolicySet},
-    records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
+    records::{
+        unix_ms, BudgetSummary, CallSummary, ConnectionRecord, SpendSummary, UsageSummary, Verdict,
+    },
     state::Governor,
 };
 
@@ -261,7 +265,7 @@ impl HttpConn {
         if let Some(scope) = policy.budget_scope(&ctx) {
             match charge::reserve(&self.proxy.ledger, &self.agent, &scope, &call, &inspected) {
                 Ok(reserved) => {
-                    ex.summary.budget = Some(charge::budget_summary(&reserved.charge));
+                    ex.summary.budget = Some(budget_summary(&reserved.charge));
                     if let Some(body) = reserved.rewritten_body {
                         parts
                             .headers
@@ -436,7 +440,7 @@ impl HttpConn {
         refused: BudgetRefusal,
     ) -> Response<ProxyBody> {
         let BudgetRefusal {
-            status,
+            kind,
             rule,
             reason,
             on_exhaust,
@@ -454,6 +458,10 @@ impl HttpConn {
         ex.verdict = verdict;
         ex.rule = rule.clone();
         ex.reason = Some(reason.clone());
+        let status = match kind {
+            RefusalKind::Exhausted => StatusCode::TOO_MANY_REQUESTS,
+            RefusalKind::Unpriced => StatusCode::FORBIDDEN,
+        };
         let mut resp = refusal(call, headers, status, &rule, &reason, ex.audit_id);
         if let Some(after) = retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
@@ -985,7 +993,7 @@ impl Exchange {
             reservation.release();
             return None;
         };
-        budget.settled = Some(charge::spend_summary(&spend));
+        budget.settled = Some(spend_summary(&spend));
         if spend.tokens > reserved.tokens || spend.nano_usd > reserved.nano_usd {
             // The provider went past the bound it was sent: counted as
             // used, and said.
@@ -1133,6 +1141,23 @@ impl Exchange {
                 std::mem::take(&mut self.rule),
             )
         });
+    }
+}
+
+fn spend_summary(s: &Spend) -> SpendSummary {
+    SpendSummary {
+        tokens: s.tokens,
+        usd: s.nano_usd as f64 / 1e9,
+        calls: s.calls,
+    }
+}
+
+/// The record's view of a charge, before it settles.
+fn budget_summary(charge: &Charge) -> BudgetSummary {
+    BudgetSummary {
+        reserved: spend_summary(&charge.reserved()),
+        settled: None,
+        cut: false,
     }
 }
 

@@ -2,7 +2,6 @@
 //! original destination and identity from the kernel, sniff what the agent
 //! speaks, and either relay bytes (opaque TCP, TLS passthrough) or serve
 //! HTTP and decide every call in it ([`http`]).
-pub mod budget;
 pub mod filter;
 pub mod http;
 pub mod io;
