@@ -89,6 +89,16 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+// --- proxy: HTTP ---
+/// Largest single SSE event the response inspector parses; larger events
+/// pass through unparsed (the stream is not cut for it).
+pub const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Calls whose outcome arrives on another request (2024-11-05 responses on
+/// the GET stream; replies to server-to-client requests) are remembered this
+/// long and at most this many at once.
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+pub const MAX_PENDING: usize = 16_384;
+
 /// The daemon's settings, validated: every path is absolute and the cgroup
 /// layout is consistent (see [`Config::from_yaml`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

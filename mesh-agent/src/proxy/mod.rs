@@ -2,11 +2,10 @@
 //! original destination and identity from the kernel, sniff what the agent
 //! speaks, and either relay bytes (opaque TCP, TLS passthrough) or serve
 //! HTTP and decide every call in it ([`http`]).
-pub mod filter;
+pub mod body;
 pub mod http;
 pub mod io;
 pub mod pool;
-pub mod refuse;
 pub mod relay;
 pub mod sniff;
 pub mod tls;
