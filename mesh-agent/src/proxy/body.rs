@@ -1,13 +1,34 @@
 //! Request bodies whose content decides policy are read whole, up to the
 //! inspection limit; every other body streams through untouched.
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{
     body::Incoming,
     header::{self, HeaderMap},
+    http::request::Parts,
 };
 
-use crate::proxy::pool::BoxError;
+use crate::{
+    l7::request,
+    proxy::pool::{BoxError, ProxyBody},
+};
+
+/// The body when its content decides policy (read whole, up to `limit`;
+/// empty otherwise), and the body to forward.
+pub async fn read_body(
+    parts: &Parts,
+    body: Incoming,
+    limit: usize,
+) -> Result<(Bytes, ProxyBody), ReadError> {
+    if !request::wants_body(parts) {
+        return Ok((Bytes::new(), body.map_err(BoxError::from).boxed()));
+    }
+    let bytes = read_limited(body, &parts.headers, limit).await?;
+    Ok((
+        bytes.clone(),
+        Full::new(bytes).map_err(|n| match n {}).boxed(),
+    ))
+}
 
 /// Why a request body was not read.
 pub enum ReadError {

@@ -65,7 +65,7 @@ use crate::{
     },
     policy::{DecisionPoint as _, PolicySet},
     proxy::{
-        body::read_limited,
+        body::read_body,
         pool::{PoolKey, ProxyBody, UpstreamError, UpstreamTls},
         Conn, Proxy,
     },
@@ -243,26 +243,6 @@ impl HttpConn {
             .send(&key, self.tls.as_ref().map(|t| &t.upstream), req)
             .await
     }
-}
-
-/// The body when its content decides policy (read whole, up to `limit`),
-/// and the body to forward.
-async fn read_body(
-    parts: &Parts,
-    body: Incoming,
-    limit: usize,
-) -> Result<(bytes::Bytes, ProxyBody), crate::proxy::body::ReadError> {
-    if !request::wants_body(parts) {
-        return Ok((
-            bytes::Bytes::new(),
-            body.map_err(crate::proxy::pool::BoxError::from).boxed(),
-        ));
-    }
-    let bytes = read_limited(body, &parts.headers, limit).await?;
-    let upstream = http_body_util::Full::new(bytes.clone())
-        .map_err(|n| match n {})
-        .boxed();
-    Ok((bytes, upstream))
 }
 
 /// A request none of the protocols claims: plain HTTP, named by its path.

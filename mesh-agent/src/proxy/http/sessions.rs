@@ -18,13 +18,12 @@ use super::{
     exchange::{apply_status, Exchange},
     headers,
     inspect::{Inspect, Inspector},
-    refuse, HttpConn,
+    HttpConn,
 };
 use crate::{
     config::{MAX_PENDING, PENDING_TTL},
     l7::{mcp::McpGeneration, Call, Direction, OutcomeStatus, Protocol, RpcId},
     proxy::pool::ProxyBody,
-    records::Verdict,
 };
 
 /// A call of the 2024-11-05 transport (HTTP+SSE): its responses come on the
@@ -214,12 +213,7 @@ impl HttpConn {
                 ex.finish_now();
                 Response::from_parts(rparts, body.boxed())
             }
-            Err(e) => {
-                ex.verdict = Verdict::UpstreamFailed;
-                ex.reason = Some(e.to_string());
-                let audit_id = ex.audit_id;
-                ex.respond_now(refuse::bad_gateway(&e.to_string(), audit_id))
-            }
+            Err(e) => ex.upstream_failed(&e),
         }
     }
 }
