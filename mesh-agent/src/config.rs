@@ -67,9 +67,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).
 pub const RECORD_RING_CAPACITY: usize = 4096;
 /// Output tokens reserved for a budgeted LLM request that states no bound
-/// and whose `llm` entry sets no `max_output_tokens` (the bound is then
-/// added to the forwarded request).
-pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// (defined where calls are charged).
+pub use crate::budget::charge::DEFAULT_MAX_OUTPUT_TOKENS;
 /// A budget with `on_exhaust: quarantine` quarantines its agent this long
 /// after the refusal's last byte was handed to the connection: the kernel
 /// quarantine drops the agent's traffic, and the refusal must reach it first.
@@ -80,7 +79,6 @@ pub const BUDGET_LEDGER_FILE: &str = "budgets.redb";
 pub const ADMIN_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Per-direction relay buffer (and pipe size for splice).
 pub const RELAY_BUFFER_BYTES: usize = 64 * 1024;
-/// How long the proxy waits for the original destination to accept.
 /// Request bodies that decide policy (JSON-RPC, LLM requests) are buffered up
 /// to this size; larger ones are refused with 413 (`max_body_bytes`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -88,6 +86,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// from other protocols; a client that stays silent (server-speaks-first
 /// protocols) is relayed as opaque TCP after it.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long the proxy waits for the original destination to accept.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 // --- proxy ---
@@ -134,6 +133,16 @@ pub const RELAY_STRATEGY_ENV: &str = "MESH_RELAY";
 /// docs/benchmarks.md.
 pub const DEFAULT_RELAY_STRATEGY: crate::proxy::relay::Strategy =
     crate::proxy::relay::Strategy::Splice;
+
+// --- proxy: HTTP ---
+/// Largest single SSE event the response inspector parses; larger events
+/// pass through unparsed (the stream is not cut for it).
+pub const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Calls whose outcome arrives on another request (2024-11-05 responses on
+/// the GET stream; replies to server-to-client requests) are remembered this
+/// long and at most this many at once.
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+pub const MAX_PENDING: usize = 16_384;
 
 /// The daemon's settings, validated: every path is absolute and the cgroup
 /// layout is consistent (see [`Config::from_yaml`]).

@@ -51,6 +51,7 @@
 //!   panic. A row that does not decode is skipped with a warning; a file
 //!   that cannot be opened (not a redb file, a table of another type, held
 //!   by another process) is a [`BudgetError`] naming the path.
+pub mod charge;
 mod clock;
 mod ledger;
 mod store;

@@ -8,8 +8,10 @@
 //! - [`mcp`] and [`a2a`]: HTTP request + JSON-RPC message into a [`Call`].
 //! - [`llm`]: OpenAI and Anthropic request fields and usage, streaming included.
 //! - [`request`]: the entry point the proxy calls for every HTTP request.
+//! - [`list_filter`]: MCP list results without the items an agent may not use.
 pub mod a2a;
 pub mod jsonrpc;
+pub mod list_filter;
 pub mod llm;
 pub mod mcp;
 pub mod request;

@@ -12,6 +12,10 @@
 //! U+FFFD, because the daemon must not make decisions on text it had to guess;
 //! and one event is bounded ([`SseError::EventTooLarge`]) so a hostile stream
 //! cannot make the daemon buffer without end.
+//!
+//! [`SseEventSplitter`] and [`replace_event_data`] frame a stream into whole
+//! raw events without interpreting them, so that the proxy can hold, cut or
+//! rewrite one event while the others pass byte for byte.
 use memchr::{memchr, memchr2};
 
 /// The UTF-8 byte order mark, skipped once at the start of a stream.
@@ -344,6 +348,123 @@ impl SseParser {
         self.has_event_id = false;
         self.retry = None;
     }
+}
+
+/// Splits a byte stream of server-sent events into whole events (each with
+/// the blank line that ends it), so that one can be replaced while the
+/// others are passed as they came. Bytes are held only until their event
+/// ends.
+#[derive(Debug, Default)]
+pub struct SseEventSplitter {
+    buf: Vec<u8>,
+    /// Where the scan for the end of the current event resumes.
+    scanned: usize,
+    /// The last byte scanned ended a line (or the stream just started).
+    at_line_start: bool,
+    started: bool,
+}
+
+impl SseEventSplitter {
+    pub fn new() -> SseEventSplitter {
+        SseEventSplitter {
+            at_line_start: true,
+            ..SseEventSplitter::default()
+        }
+    }
+
+    /// Adds bytes; calls `on_event` with each event completed by them.
+    pub fn push(&mut self, data: &[u8], mut on_event: impl FnMut(&[u8])) {
+        self.started = true;
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        let mut i = self.scanned;
+        while i < self.buf.len() {
+            match self.buf[i] {
+                b'\n' | b'\r' => {
+                    let crlf = self.buf[i] == b'\r' && self.buf.get(i + 1) == Some(&b'\n');
+                    if self.buf[i] == b'\r' && i + 1 == self.buf.len() {
+                        // A lone '\r' at the end: wait for the next byte to
+                        // know whether '\n' follows.
+                        break;
+                    }
+                    let end = if crlf { i + 2 } else { i + 1 };
+                    if self.at_line_start {
+                        // A blank line: the event ends here.
+                        on_event(&self.buf[start..end]);
+                        start = end;
+                    }
+                    self.at_line_start = true;
+                    i = end;
+                }
+                _ => {
+                    self.at_line_start = false;
+                    i += 1;
+                }
+            }
+        }
+        self.buf.drain(..start);
+        self.scanned = i - start;
+    }
+
+    /// The stream ended: whatever is held (an unfinished event).
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        self.at_line_start = true;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Bytes held for an unfinished event.
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Rewrites one raw SSE event so that its data is `data` (one line): every
+/// other line (`event:`, `id:`, `retry:`, comments) is kept as it was, the
+/// first `data` line is replaced and the other `data` lines dropped.
+pub fn replace_event_data(event: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event.len() + data.len());
+    let mut replaced = false;
+    for line in raw_lines(event) {
+        let content = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .or_else(|| line.strip_suffix(b"\r"))
+            .unwrap_or(line);
+        let field = content
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(content, |p| &content[..p]);
+        if field == b"data" {
+            if !replaced {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(data);
+                out.push(b'\n');
+                replaced = true;
+            }
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// Lines with their terminators (`\r\n`, `\n` or `\r`).
+fn raw_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(p) if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') => p + 2,
+            Some(p) => p + 1,
+            None => rest.len(),
+        };
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        Some(line)
+    })
 }
 
 #[cfg(test)]
@@ -791,5 +912,41 @@ mod tests {
             }
             let _ = parser.finish();
         }
+    }
+
+    #[test]
+    fn the_splitter_yields_whole_events_across_any_split() {
+        let stream = b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n: ping\n\nevent: message\rdata: x\r\rdata: y\n\n";
+        let expected: Vec<&[u8]> = vec![
+            b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n",
+            b": ping\n\n",
+            b"event: message\rdata: x\r\r",
+            b"data: y\n\n",
+        ];
+        for split in 0..stream.len() {
+            for step in [1, 3, stream.len()] {
+                let mut s = SseEventSplitter::new();
+                let mut events: Vec<Vec<u8>> = Vec::new();
+                s.push(&stream[..split], |e| events.push(e.to_vec()));
+                for chunk in stream[split..].chunks(step) {
+                    s.push(chunk, |e| events.push(e.to_vec()));
+                }
+                assert_eq!(events, expected, "split {split} step {step}");
+                assert!(s.finish().is_empty());
+            }
+        }
+        let mut s = SseEventSplitter::new();
+        s.push(b"data: partial", |_| panic!("not an event yet"));
+        assert_eq!(s.held(), 13);
+        assert_eq!(s.finish(), b"data: partial");
+    }
+
+    #[test]
+    fn replacing_data_keeps_the_other_fields() {
+        let event = b"event: message\r\nid: 7\r\ndata: {\"old\":\r\ndata: 1}\r\nretry: 5\r\n\r\n";
+        assert_eq!(
+            replace_event_data(event, b"{\"new\":2}"),
+            b"event: message\r\nid: 7\r\ndata: {\"new\":2}\nretry: 5\r\n\r\n".to_vec()
+        );
     }
 }

@@ -6,6 +6,9 @@ use std::{net::SocketAddr, sync::Arc};
 use super::EgressDecision;
 #[allow(unused_imports)] // named in the module documentation
 use super::PolicySet;
+/// Which list a list response is and what a server says of its tools: the
+/// wire's terms, defined with the list filter in mesh-l7.
+pub use mesh_l7::list_filter::{ListKind, ToolAnnotations};
 use mesh_l7::Call;
 
 /// Everything a decision may depend on: who calls (from the kernel, never from
@@ -63,45 +66,6 @@ impl Decision {
             Decision::Hold { .. } => "hold",
         }
     }
-}
-
-/// What a list response lists (MCP `tools/list`, `resources/list`,
-/// `prompts/list`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListKind {
-    Tools,
-    Resources,
-    Prompts,
-}
-
-impl ListKind {
-    /// The list method whose result this is.
-    pub fn of_method(method: &str) -> Option<ListKind> {
-        match method {
-            "tools/list" => Some(ListKind::Tools),
-            "resources/list" => Some(ListKind::Resources),
-            "prompts/list" => Some(ListKind::Prompts),
-            _ => None,
-        }
-    }
-
-    /// The method that uses a listed item (`tools/call`, ...).
-    pub fn use_method(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools/call",
-            ListKind::Resources => "resources/read",
-            ListKind::Prompts => "prompts/get",
-        }
-    }
-}
-
-/// What a server says of one of its tools in `tools/list`
-/// (`annotations.readOnlyHint`, `annotations.destructiveHint`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolAnnotations {
-    pub name: String,
-    pub read_only: Option<bool>,
-    pub destructive: Option<bool>,
 }
 
 /// Decides each call the proxy sees.

@@ -18,12 +18,10 @@ mod opaque;
 mod serve_http;
 mod terminate;
 
-pub mod budget;
-pub mod filter;
+pub mod body;
 pub mod http;
 pub mod io;
 pub mod pool;
-pub mod refuse;
 pub mod relay;
 pub mod sniff;
 pub mod tls;

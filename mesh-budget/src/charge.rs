@@ -1,4 +1,4 @@
-//! Budgets in the proxy (ARCHITECTURE.md 5.3): a call's maximum cost is
+//! Charging a call (ARCHITECTURE.md 5.3): its maximum cost is
 //! reserved before it is forwarded and settled to what it really used when
 //! its response ends; the settlement is durable before the agent sees that
 //! end.
@@ -18,18 +18,18 @@
 //! a price cannot be called under a usd budget.
 use std::time::Duration;
 
-use hyper::StatusCode;
-
-use crate::{
-    budget::{Exhausted, Ledger, Reservation, Spend},
-    config::DEFAULT_MAX_OUTPUT_TOKENS,
-    l7::{
-        llm::{self, LlmApi, Usage},
-        Call, Protocol,
-    },
-    policy::{BudgetScope, OnExhaust, Price},
-    records::{BudgetSummary, SpendSummary},
+use mesh_l7::{
+    llm::{self, LlmApi, Usage},
+    Call, Protocol,
 };
+use mesh_policy::{BudgetLimit, BudgetScope, OnExhaust, Price};
+
+use crate::{Exhausted, Ledger, Reservation, Spend};
+
+/// Output tokens reserved for a budgeted LLM request that states no bound
+/// and whose `llm` entry sets no `max_output_tokens` (the bound is then
+/// added to the forwarded request).
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
 /// What a forwarded call was charged.
 pub enum Charge {
@@ -58,12 +58,21 @@ impl Charge {
     }
 }
 
+/// Why a call's budgets cannot take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The budget is used up: the call may fit once the window frees
+    /// enough (HTTP 429).
+    Exhausted,
+    /// The call cannot be costed (a model without a price under a usd
+    /// budget): retrying cannot help (HTTP 403).
+    Unpriced,
+}
+
 /// A call its budgets cannot take.
 #[derive(Debug)]
 pub struct BudgetRefusal {
-    /// 429 when the budget is used up; 403 when the call cannot be costed
-    /// (a model without a price under a usd budget): retrying cannot help.
-    pub status: StatusCode,
+    pub kind: RefusalKind,
     /// `budgets[NAME]`.
     pub rule: String,
     pub reason: String,
@@ -79,7 +88,7 @@ impl BudgetRefusal {
             None => "; it can never fit this budget".to_owned(),
         };
         BudgetRefusal {
-            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: RefusalKind::Exhausted,
             rule: format!("budgets[{}]", e.budget),
             reason: format!("{e}{when} (on_exhaust: {})", e.on_exhaust.as_str()),
             on_exhaust: e.on_exhaust,
@@ -116,10 +125,10 @@ pub fn reserve(
                 let name = scope
                     .budgets
                     .iter()
-                    .find(|b| matches!(b.limit, crate::policy::BudgetLimit::Usd(_)))
+                    .find(|b| matches!(b.limit, BudgetLimit::Usd(_)))
                     .map_or("", |b| &*b.name);
                 return Err(BudgetRefusal {
-                    status: StatusCode::FORBIDDEN,
+                    kind: RefusalKind::Unpriced,
                     rule: format!("budgets[{name}]"),
                     reason: format!(
                         "model {:?} has no entry in prices, and usd budget {name} needs its price",
@@ -213,23 +222,6 @@ pub fn nano_usd(price: &Price, input: u64, cached: u64, output: u64) -> u64 {
         nano.ceil().min(u64::MAX as f64) as u64
     } else {
         0
-    }
-}
-
-pub fn spend_summary(s: &Spend) -> SpendSummary {
-    SpendSummary {
-        tokens: s.tokens,
-        usd: s.nano_usd as f64 / 1e9,
-        calls: s.calls,
-    }
-}
-
-/// The record's view of a charge, before it settles.
-pub fn budget_summary(charge: &Charge) -> BudgetSummary {
-    BudgetSummary {
-        reserved: spend_summary(&charge.reserved()),
-        settled: None,
-        cut: false,
     }
 }
 

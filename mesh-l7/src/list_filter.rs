@@ -1,8 +1,8 @@
 //! Removes from MCP list results (`tools/list`, `resources/list`,
 //! `prompts/list`) the items the agent may not use (ARCHITECTURE.md 5.1 and
-//! 6): pure rewrite functions over one JSON-RPC message, and an SSE event
-//! splitter so the event carrying a list response can be rewritten while the
-//! others pass byte for byte.
+//! 6): a pure rewrite of one JSON-RPC message. Which items stay is the
+//! caller's to say (a predicate over each item's name), so this crate needs
+//! no policy; the proxy drives it from a response body.
 //!
 //! What is kept is kept as the server wrote it: the envelope's and the
 //! result's members (`nextCursor`, `_meta`, ...) and every kept item are
@@ -22,10 +22,46 @@ use serde::{
 };
 use serde_json::value::RawValue;
 
-use crate::{
-    l7::RpcId,
-    policy::{ListKind, ToolAnnotations},
-};
+use crate::RpcId;
+
+/// What a list response lists (MCP `tools/list`, `resources/list`,
+/// `prompts/list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    Tools,
+    Resources,
+    Prompts,
+}
+
+impl ListKind {
+    /// The list method whose result this is.
+    pub fn of_method(method: &str) -> Option<ListKind> {
+        match method {
+            "tools/list" => Some(ListKind::Tools),
+            "resources/list" => Some(ListKind::Resources),
+            "prompts/list" => Some(ListKind::Prompts),
+            _ => None,
+        }
+    }
+
+    /// The method that uses a listed item (`tools/call`, ...).
+    pub fn use_method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/call",
+            ListKind::Resources => "resources/read",
+            ListKind::Prompts => "prompts/get",
+        }
+    }
+}
+
+/// What a server says of one of its tools in `tools/list`
+/// (`annotations.readOnlyHint`, `annotations.destructiveHint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolAnnotations {
+    pub name: String,
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+}
 
 /// Why a list result could not be filtered (the call is then answered with a
 /// JSON-RPC error, never with the unfiltered list).
@@ -255,148 +291,6 @@ fn push_key(out: &mut String, key: &str) {
     out.push(':');
 }
 
-/// Splits a byte stream of server-sent events into whole events (each with
-/// the blank line that ends it), so that one can be replaced while the
-/// others are passed as they came. Bytes are held only until their event
-/// ends.
-#[derive(Debug, Default)]
-pub struct SseEventSplitter {
-    buf: Vec<u8>,
-    /// Where the scan for the end of the current event resumes.
-    scanned: usize,
-    /// The last byte scanned ended a line (or the stream just started).
-    at_line_start: bool,
-    started: bool,
-}
-
-impl SseEventSplitter {
-    pub fn new() -> SseEventSplitter {
-        SseEventSplitter {
-            at_line_start: true,
-            ..SseEventSplitter::default()
-        }
-    }
-
-    /// Adds bytes; calls `on_event` with each event completed by them.
-    pub fn push(&mut self, data: &[u8], mut on_event: impl FnMut(&[u8])) {
-        self.started = true;
-        self.buf.extend_from_slice(data);
-        let mut start = 0;
-        let mut i = self.scanned;
-        while i < self.buf.len() {
-            match self.buf[i] {
-                b'\n' | b'\r' => {
-                    let crlf = self.buf[i] == b'\r' && self.buf.get(i + 1) == Some(&b'\n');
-                    if self.buf[i] == b'\r' && i + 1 == self.buf.len() {
-                        // A lone '\r' at the end: wait for the next byte to
-                        // know whether '\n' follows.
-                        break;
-                    }
-                    let end = if crlf { i + 2 } else { i + 1 };
-                    if self.at_line_start {
-                        // A blank line: the event ends here.
-                        on_event(&self.buf[start..end]);
-                        start = end;
-                    }
-                    self.at_line_start = true;
-                    i = end;
-                }
-                _ => {
-                    self.at_line_start = false;
-                    i += 1;
-                }
-            }
-        }
-        self.buf.drain(..start);
-        self.scanned = i - start;
-    }
-
-    /// The stream ended: whatever is held (an unfinished event).
-    pub fn finish(&mut self) -> Vec<u8> {
-        self.scanned = 0;
-        self.at_line_start = true;
-        std::mem::take(&mut self.buf)
-    }
-
-    /// Bytes held for an unfinished event.
-    pub fn held(&self) -> usize {
-        self.buf.len()
-    }
-}
-
-/// Rewrites one raw SSE event so that its data is `data` (one line): every
-/// other line (`event:`, `id:`, `retry:`, comments) is kept as it was, the
-/// first `data` line is replaced and the other `data` lines dropped.
-pub fn replace_event_data(event: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(event.len() + data.len());
-    let mut replaced = false;
-    for line in raw_lines(event) {
-        let content = line
-            .strip_suffix(b"\r\n")
-            .or_else(|| line.strip_suffix(b"\n"))
-            .or_else(|| line.strip_suffix(b"\r"))
-            .unwrap_or(line);
-        let field = content
-            .iter()
-            .position(|&b| b == b':')
-            .map_or(content, |p| &content[..p]);
-        if field == b"data" {
-            if !replaced {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(data);
-                out.push(b'\n');
-                replaced = true;
-            }
-        } else {
-            out.extend_from_slice(line);
-        }
-    }
-    out
-}
-
-/// Lines with their terminators (`\r\n`, `\n` or `\r`).
-fn raw_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = bytes;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            Some(p) if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') => p + 2,
-            Some(p) => p + 1,
-            None => rest.len(),
-        };
-        let (line, tail) = rest.split_at(end);
-        rest = tail;
-        Some(line)
-    })
-}
-
-/// The JSON-RPC error a list call gets when its result could not be
-/// filtered: the caller's id, `code` (-32600 too large, -32700 unreadable)
-/// and the audit id, so one call fails instead of leaking the list.
-pub fn unfiltered_error(
-    call_id: Option<&RpcId>,
-    code: i64,
-    reason: &str,
-    audit_id: u64,
-) -> Vec<u8> {
-    serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": call_id,
-        "error": {
-            "code": code,
-            "message": format!("mesh could not filter the list result: {reason}"),
-            "data": { "rule": RULE_LIST_FILTER, "reason": reason, "audit_id": audit_id },
-        },
-    })
-    .to_string()
-    .into_bytes()
-}
-
-/// Rule named in records and errors when a list result could not be filtered.
-pub const RULE_LIST_FILTER: &str = "mcp.list_filter";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,56 +466,5 @@ mod tests {
             filter_list_message(b"\xff", ListKind::Tools, None, |_| {}, |_| true),
             Err(FilterError::Parse(_))
         ));
-    }
-
-    #[test]
-    fn the_splitter_yields_whole_events_across_any_split() {
-        let stream = b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n: ping\n\nevent: message\rdata: x\r\rdata: y\n\n";
-        let expected: Vec<&[u8]> = vec![
-            b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n",
-            b": ping\n\n",
-            b"event: message\rdata: x\r\r",
-            b"data: y\n\n",
-        ];
-        for split in 0..stream.len() {
-            for step in [1, 3, stream.len()] {
-                let mut s = SseEventSplitter::new();
-                let mut events: Vec<Vec<u8>> = Vec::new();
-                s.push(&stream[..split], |e| events.push(e.to_vec()));
-                for chunk in stream[split..].chunks(step) {
-                    s.push(chunk, |e| events.push(e.to_vec()));
-                }
-                assert_eq!(events, expected, "split {split} step {step}");
-                assert!(s.finish().is_empty());
-            }
-        }
-        let mut s = SseEventSplitter::new();
-        s.push(b"data: partial", |_| panic!("not an event yet"));
-        assert_eq!(s.held(), 13);
-        assert_eq!(s.finish(), b"data: partial");
-    }
-
-    #[test]
-    fn replacing_data_keeps_the_other_fields() {
-        let event = b"event: message\r\nid: 7\r\ndata: {\"old\":\r\ndata: 1}\r\nretry: 5\r\n\r\n";
-        assert_eq!(
-            replace_event_data(event, b"{\"new\":2}"),
-            b"event: message\r\nid: 7\r\ndata: {\"new\":2}\nretry: 5\r\n\r\n".to_vec()
-        );
-    }
-
-    #[test]
-    fn the_unfiltered_error_carries_the_callers_id() {
-        let v: Value = serde_json::from_slice(&unfiltered_error(
-            Some(&RpcId::Number(4)),
-            -32600,
-            "too big",
-            9,
-        ))
-        .unwrap();
-        assert_eq!(v["id"], 4);
-        assert_eq!(v["error"]["code"], -32600);
-        assert_eq!(v["error"]["data"]["rule"], RULE_LIST_FILTER);
-        assert_eq!(v["error"]["data"]["audit_id"], 9);
     }
 }

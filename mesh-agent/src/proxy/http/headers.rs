@@ -1,0 +1,166 @@
+//! Header hygiene: connection-level headers are not forwarded in either
+//! direction, and the few header facts the pipeline reads (the name the
+//! agent used, whether a body is an event stream).
+use hyper::{
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    http::request::Parts,
+};
+
+use super::{upgrade::Upgrade, HttpConn};
+
+/// Connection-level headers are not forwarded (RFC 9110 section 7.6.1), nor
+/// those the `Connection` header names.
+/// RFC 9110 7.6.1 hop-by-hop fields (lowercase, as `http` stores names);
+/// `te` is kept when it only says `trailers`.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The request's hop-by-hop headers go; a protocol upgrade (WebSocket)
+/// keeps its Upgrade/Connection headers and is returned, to become a byte
+/// relay once the server agrees (101).
+pub(super) fn prepare_request(parts: &mut Parts) -> Option<Upgrade> {
+    let upgrade = Upgrade::take(parts);
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(Upgrade {
+        value: Some(value), ..
+    }) = &upgrade
+    {
+        parts.headers.insert(header::UPGRADE, value.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    upgrade
+}
+
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry at most `Connection: keep-alive` (or `close`):
+    // one pass over the names decides whether anything needs removing.
+    let mut connection_names_others = false;
+    let mut any = false;
+    for (name, value) in headers.iter() {
+        if name == header::CONNECTION {
+            any = true;
+            connection_names_others |= value.as_bytes().split(|&b| b == b',').any(|token| {
+                let token = token.trim_ascii();
+                !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close")
+            });
+        } else if HOP_BY_HOP.contains(&name.as_str()) || name == header::TE {
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if connection_names_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| v != HeaderValue::from_static("trailers"))
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// The `Content-Type`, "" when absent or not text.
+pub(super) fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// A `text/event-stream` body (SSE).
+pub(super) fn is_event_stream(content_type: &str) -> bool {
+    content_type.starts_with("text/event-stream")
+}
+
+impl HttpConn {
+    /// The name the agent used: the SNI it sent, else the HTTP authority
+    /// (without port, lower case).
+    pub(super) fn server_name(&self, parts: &Parts) -> Option<String> {
+        if let Some(sni) = self.tls.as_ref().and_then(|t| t.sni.as_deref()) {
+            return Some(sni.to_owned());
+        }
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.host().to_owned())
+            .or_else(|| {
+                let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+                let auth: hyper::http::uri::Authority = host.parse().ok()?;
+                Some(auth.host().to_owned())
+            })?;
+        let host = authority.trim_start_matches('[').trim_end_matches(']');
+        Some(host.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_stripped() {
+        let mut h = headers(&[
+            ("content-type", "application/json"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-type"]);
+
+        // Fields the Connection header names go too; `te: trailers` stays.
+        let mut h = headers(&[
+            ("connection", "close, x-trace"),
+            ("x-trace", "1"),
+            ("x-kept", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["te", "x-kept"]);
+
+        let mut h = headers(&[("te", "gzip"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept"]);
+    }
+}
