@@ -20,7 +20,7 @@ use crate::{
     policy_watch::{self, Fingerprint, PolicyReloader},
     proxy::{tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
     records::{unix_ms, ConnectionRecord, Identity, RecordLog, Verdict},
-    state::{CgroupLayout, Governor},
+    state::{selectors::apply_policy_selectors, CgroupLayout, Governor},
 };
 
 /// Linux capability numbers (linux/capability.h).
@@ -102,7 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policy_fingerprint,
     ));
     // Selectors of the policy loaded at start, before the first connect.
-    policy_watch::apply_selectors(&governor, &policies);
+    apply_policy_selectors(&governor, &policies);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Budget spend survives restarts (kill -9 included) in data_dir.
@@ -278,10 +278,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             every.tick().await;
             let governor = rescan_governor.clone();
             let policies = rescan_policies.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                policy_watch::apply_selectors(&governor, &policies)
-            })
-            .await;
+            let _ =
+                tokio::task::spawn_blocking(move || apply_policy_selectors(&governor, &policies))
+                    .await;
         }
     });
 

@@ -37,7 +37,7 @@ use crate::{
     config::{POLICY_POLL_INTERVAL, POLICY_SETTLE_TIME},
     policy::{PolicyErrors, PolicySet, PolicyStore},
     records::unix_ms,
-    state::Governor,
+    state::{selectors::apply_policy_selectors, Governor},
 };
 
 /// How many times a burst may keep changing before it is loaded anyway
@@ -195,24 +195,9 @@ impl PolicyReloader {
         );
         drop(state);
         if let Some(governor) = &self.governor {
-            apply_selectors(governor, &self.store);
+            apply_policy_selectors(governor, &self.store);
         }
         Ok(Reloaded { generation, agents })
-    }
-}
-
-/// One selector pass with the selectors of the policy in force; changes and
-/// errors are logged (the next pass retries).
-pub fn apply_selectors(governor: &Governor, store: &PolicyStore) {
-    match governor.apply_selectors(|| store.snapshot().cgroup_selectors()) {
-        Ok(changes) if !changes.is_empty() => info!(
-            tagged = changes.tagged,
-            retagged = changes.retagged,
-            untagged = changes.untagged,
-            "policy selectors applied"
-        ),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "applying policy selectors"),
     }
 }
 
