@@ -35,7 +35,8 @@ pub const DEFAULT_METRICS: SocketAddr =
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/mesh/admin.sock";
 /// Default directory for pinned maps and links.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/mesh";
-/// Default directory for the redb files (audit, budgets).
+/// Default directory for the daemon's state: the budget ledger, the selector
+/// record and the mesh CA (connection records are kept in memory only).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/mesh";
 /// Default policy directory.
 pub const DEFAULT_POLICY_DIR: &str = "/etc/mesh/policies";

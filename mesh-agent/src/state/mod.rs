@@ -2,9 +2,9 @@
 //! the kernel's maps (the source of truth, which survives daemon restarts).
 //!
 //! [`Governor`] is defined here with its name index; its operations live one
-//! concern per file: [`tagging`] (tag, untag, collecting tags of removed
-//! cgroups), [`quarantine`], [`exec`] (the cgroups of `meshctl exec`),
-//! [`status`] (the operators' view) and [`selectors`] (tags made by policy
+//! concern per file: `tagging` (tag, untag, collecting tags of removed
+//! cgroups), `quarantine`, `exec` (the cgroups of `meshctl exec`),
+//! `status` (the operators' view) and [`selectors`] (tags made by policy
 //! `match: {cgroup: GLOB}`).
 mod error;
 mod exec;

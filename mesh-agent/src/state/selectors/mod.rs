@@ -1,8 +1,8 @@
 //! Policy selectors (`match: {cgroup: GLOB}`, ARCHITECTURE.md 5.2): the
 //! cgroups below the attach cgroup whose path matches a policy's glob are
 //! tagged as its agent. The glob is the policy's
-//! ([`crate::policy::path_glob_matches`]); [`plan`] decides, the pass here
-//! applies the plan through the maps, and [`record`] keeps what selectors
+//! ([`crate::policy::path_glob_matches`]); `plan` decides, the pass here
+//! applies the plan through the maps, and `record` keeps what selectors
 //! made across restarts. The passes run after each reload and on the
 //! rescan job (`crate::jobs`).
 mod plan;
