@@ -35,7 +35,8 @@ pub const DEFAULT_METRICS: SocketAddr =
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/mesh/admin.sock";
 /// Default directory for pinned maps and links.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/mesh";
-/// Default directory for the redb files (audit, budgets).
+/// Default directory for the daemon's state: the budget ledger, the selector
+/// record and the mesh CA (connection records are kept in memory only).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/mesh";
 /// Default policy directory.
 pub const DEFAULT_POLICY_DIR: &str = "/etc/mesh/policies";
@@ -54,6 +55,9 @@ pub const POLICY_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// After a change is seen, how long the directory must stay unchanged before
 /// it is loaded (editors and ConfigMap updates write in bursts).
 pub const POLICY_SETTLE_TIME: Duration = Duration::from_millis(150);
+/// How many times a burst may keep changing before it is loaded anyway
+/// (a file rewritten continuously must not postpone reloads forever).
+pub const POLICY_SETTLE_MAX_ROUNDS: u32 = 10;
 /// How often cgroups below `attach_cgroup` are matched against the policies'
 /// `match.cgroup` selectors.
 pub const SELECTOR_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -61,6 +65,54 @@ pub const SELECTOR_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// In `data_dir`: which tags policy selectors made, so that a restarted
 /// daemon undoes them (and only them) when a selector changes.
 pub const SELECTOR_RECORD_FILE: &str = "selector-tags.json";
+
+// --- daemon start-up, environment knobs, meshctl ---
+
+/// The Linux capabilities the daemon needs: (number in linux/capability.h,
+/// name, what for).
+pub const REQUIRED_CAPABILITIES: [(u32, &str, &str); 3] = [
+    (39, "CAP_BPF", "load the kernel programs and use their maps"),
+    (
+        12,
+        "CAP_NET_ADMIN",
+        "attach cgroup socket programs and mark upstream sockets",
+    ),
+    (
+        21,
+        "CAP_SYS_ADMIN",
+        "mount bpffs, pin objects and manage cgroups",
+    ),
+];
+/// Environment: the number of proxy worker threads (a tuning knob for
+/// measurement, docs/benchmarks.md); unset, one per CPU.
+pub const PROXY_WORKERS_ENV: &str = "MESH_PROXY_WORKERS";
+/// Environment: the number of worker threads of the daemon's tokio runtime
+/// (a tuning knob for measurement, docs/benchmarks.md); unset, one per CPU.
+pub const RUNTIME_WORKER_THREADS_ENV: &str = "MESH_WORKER_THREADS";
+/// Environment: `meshctl --socket`.
+pub const ADMIN_SOCKET_ENV: &str = "MESH_ADMIN_SOCKET";
+/// `meshctl` exits with this when the daemon refused or the command failed.
+pub const MESHCTL_EXIT_FAILED: u8 = 1;
+/// `meshctl` exits with this when the daemon's admin socket is unreachable.
+pub const MESHCTL_EXIT_UNREACHABLE: u8 = 3;
+
+/// Proxy worker threads: [`PROXY_WORKERS_ENV`] when set to a positive
+/// number, else one per CPU.
+pub fn proxy_worker_count() -> usize {
+    std::env::var(PROXY_WORKERS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The tokio runtime's worker threads from [`RUNTIME_WORKER_THREADS_ENV`];
+/// `None`: tokio's default (one per CPU).
+pub fn runtime_worker_threads() -> Option<usize> {
+    std::env::var(RUNTIME_WORKER_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
 
 /// How long a stopping daemon lets connections in flight finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,71 +1,40 @@
-//! Wires the parts together for `mesh-agent run`. Holds no logic of its own.
+//! Wires the parts together for `mesh-agent run` and `mesh-agent cleanup`:
+//! builds them in order, starts the listeners, the kernel-event readers and
+//! the periodic jobs, and drains on SIGTERM. What each part does lives in
+//! its own module.
 use std::sync::{atomic::Ordering, Arc};
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use tracing::{info, warn};
 
 use crate::{
-    addr::OrigDst,
     admin::server::{self as admin_server, Admin},
     bpf::{self, BpfSettings, GovernanceMaps, OrigDstSource},
     budget::{Ledger, SystemClock},
     cgroup,
     config::{
-        Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE,
-        SELECTOR_RESCAN_INTERVAL, SNIFF_TIMEOUT, TAG_GC_INTERVAL,
+        proxy_worker_count, Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, RECORD_RING_CAPACITY,
+        SELECTOR_RECORD_FILE, SNIFF_TIMEOUT,
     },
+    jobs,
+    kernel_events::{forward_kernel_logs, RefusedConnects},
     metrics::{self, BudgetSource, Metrics},
-    policy::{PolicySet, PolicyStore},
+    policy::PolicyStore,
     policy_watch::{self, Fingerprint, PolicyReloader},
+    privileges::check_privileges,
     proxy::{tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
-    records::{unix_ms, ConnectionRecord, Identity, RecordLog, Verdict},
-    state::{CgroupLayout, Governor},
+    records::RecordLog,
+    state::{selectors::apply_policy_selectors, CgroupLayout, Governor},
 };
-
-/// Linux capability numbers (linux/capability.h).
-const REQUIRED_CAPABILITIES: [(u32, &str, &str); 3] = [
-    (39, "CAP_BPF", "load the kernel programs and use their maps"),
-    (
-        12,
-        "CAP_NET_ADMIN",
-        "attach cgroup socket programs and mark upstream sockets",
-    ),
-    (
-        21,
-        "CAP_SYS_ADMIN",
-        "mount bpffs, pin objects and manage cgroups",
-    ),
-];
-
-/// Names the capabilities the daemon lacks, from /proc/self/status.
-pub fn check_privileges() -> anyhow::Result<()> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .context("no CapEff in /proc/self/status")?;
-    let missing: Vec<String> = REQUIRED_CAPABILITIES
-        .iter()
-        .filter(|(bit, _, _)| cap_eff & (1u64 << bit) == 0)
-        .map(|(_, name, why)| format!("{name} (to {why})"))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "mesh-agent is missing capabilities: {}; run it as root or grant them (see deploy/mesh-agent.service)",
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     check_privileges()?;
     // Taken before loading, so that a change made meanwhile is reloaded.
     let policy_fingerprint = Fingerprint::of(&config.policy_dir);
-    let policies = Arc::new(PolicyStore::new(load_policy(&config)?));
+    let initial = policy_watch::load_at_start(&config.policy_dir)
+        .map_err(|errors| anyhow!("invalid policy:\n{errors}"))?;
+    let policies = Arc::new(PolicyStore::new(initial));
 
     for dir in [&config.attach_cgroup, &config.parent_cgroup] {
         cgroup::create(dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
@@ -102,7 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policy_fingerprint,
     ));
     // Selectors of the policy loaded at start, before the first connect.
-    policy_watch::apply_selectors(&governor, &policies);
+    apply_policy_selectors(&governor, &policies);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Budget spend survives restarts (kill -9 included) in data_dir.
@@ -198,92 +167,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     )));
 
-    let event_governor = governor.clone();
-    let event_records = records.clone();
-    let event_metrics = metrics.clone();
-    let events = tokio::spawn(loaded.events.run(move |ev| {
-        let agent = event_governor.agent_name(ev.dst.agent_id);
-        let reason = match ev.verdict {
-            mesh_common::verdict::REFUSED_QUARANTINE => {
-                "quarantined: connect refused in the kernel"
-            }
-            mesh_common::verdict::REFUSED_NO_LISTENER => "no mesh listener for this address family",
-            mesh_common::verdict::RECORD_FAILED => "could not record the original destination",
-            _ => "refused in the kernel",
-        };
-        event_metrics.record_connection(
-            agent.as_deref(),
-            crate::l7::Protocol::Tcp,
-            Verdict::RefusedKernel,
-        );
-        let identity = Identity::from_kernel(&ev.dst, agent);
-        event_records.push(ConnectionRecord {
-            original_destination: Some(OrigDst::from_kernel(&ev.dst.addr, ev.dst.port).to_string()),
-            reason: Some(reason.into()),
-            ..ConnectionRecord::new(
-                event_records.next_id(),
-                unix_ms(std::time::SystemTime::now()),
-                Some(&identity),
-                Verdict::RefusedKernel,
-                "kernel".into(),
-            )
-        });
-    }));
-    let logger = loaded.logger.map(|logger| {
-        tokio::spawn(async move {
-            // SAFETY: the logger owns its ring buffer fd for as long as the
-            // AsyncFd holds it.
-            let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(
-                    logger,
-                    tokio::io::Interest::READABLE,
-                )
-            };
-            let Ok(mut fd) = registered else {
-                return;
-            };
-            loop {
-                let Ok(mut guard) = fd.readable_mut().await else {
-                    return;
-                };
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
-        })
-    });
+    let refused = RefusedConnects {
+        governor: governor.clone(),
+        records: records.clone(),
+        metrics: metrics.clone(),
+    };
+    let events = tokio::spawn(loaded.events.run(move |ev| refused.on_event(ev)));
+    let logger = loaded
+        .logger
+        .map(|logger| tokio::spawn(forward_kernel_logs(logger)));
 
-    let gc_governor = governor.clone();
-    let gc = tokio::spawn(async move {
-        let mut every = tokio::time::interval(TAG_GC_INTERVAL);
-        loop {
-            every.tick().await;
-            if let Err(e) = gc_governor.collect_garbage() {
-                warn!(error = %e, "collecting tags of removed cgroups");
-            }
-        }
-    });
-
-    tasks.push(tokio::spawn(policy_watch::watch(
+    // The periodic jobs (crate::jobs).
+    let gc = jobs::spawn_tag_gc(governor.clone());
+    tasks.push(tokio::spawn(jobs::watch_policy_dir(
         reloader.clone(),
         shutdown_rx.clone(),
     )));
-    // Cgroups created after a reload are found by this rescan (5.2: governed
-    // within about a second of their creation).
-    let rescan_governor = governor.clone();
-    let rescan_policies = policies.clone();
-    let rescan = tokio::spawn(async move {
-        let mut every = tokio::time::interval(SELECTOR_RESCAN_INTERVAL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            let governor = rescan_governor.clone();
-            let policies = rescan_policies.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                policy_watch::apply_selectors(&governor, &policies)
-            })
-            .await;
-        }
-    });
+    let rescan = jobs::spawn_selector_rescan(governor.clone(), policies.clone());
 
     metrics.ready.store(true, Ordering::Release);
     info!("mesh-agent ready");
@@ -321,33 +221,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&config.admin_socket);
     info!("stopped; kernel state stays pinned (governed connects are refused until restart)");
     Ok(())
-}
-
-fn load_policy(config: &Config) -> anyhow::Result<PolicySet> {
-    if !config.policy_dir.exists() {
-        warn!(
-            policy_dir = %config.policy_dir.display(),
-            "policy directory missing: every governed agent is denied all egress"
-        );
-        return Ok(PolicySet::empty());
-    }
-    match PolicySet::load_dir(&config.policy_dir) {
-        Ok(p) => {
-            info!(agents = p.agents().count(), dir = %config.policy_dir.display(), "policies loaded");
-            Ok(p)
-        }
-        Err(errors) => bail!("invalid policy:\n{errors}"),
-    }
-}
-
-/// Proxy worker threads: `MESH_PROXY_WORKERS` (a tuning knob for
-/// measurement, docs/benchmarks.md), else one per CPU.
-fn proxy_worker_count() -> usize {
-    std::env::var("MESH_PROXY_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// `mesh-agent cleanup`: detach and unpin everything (uninstall).

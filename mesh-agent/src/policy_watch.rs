@@ -3,10 +3,10 @@
 //! valid set is swapped into the [`PolicyStore`], an invalid one changes
 //! nothing and its errors are logged and returned.
 //!
-//! Watching is a cheap poll, not inotify: every [`POLICY_POLL_INTERVAL`] the
-//! directory's policy files are listed and stat'ed (name, symlink target,
-//! size, mtime, inode: a few syscalls per file) and compared with the
-//! fingerprint of the last load. Why a poll:
+//! Watching is a cheap poll, not inotify ([`crate::jobs::watch_policy_dir`]):
+//! every [`POLICY_POLL_INTERVAL`] the directory's policy files are listed and
+//! stat'ed (name, symlink target, size, mtime, inode: a few syscalls per
+//! file) and compared with the fingerprint of the last load. Why a poll:
 //! - ConfigMap mounts swap a `..data` symlink; inotify on the directory sees
 //!   that rename, but not edits behind symlinks pointing elsewhere (a
 //!   hand-made symlink to a file outside the directory), and stat through the
@@ -22,27 +22,24 @@
 //! Bursts (an editor's write-rename, a ConfigMap update touching several
 //! links) are debounced: after a change the directory must stay unchanged for
 //! [`POLICY_SETTLE_TIME`] before it is loaded.
+//!
+//! [`POLICY_POLL_INTERVAL`]: crate::config::POLICY_POLL_INTERVAL
+//! [`POLICY_SETTLE_TIME`]: crate::config::POLICY_SETTLE_TIME
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
-    config::{POLICY_POLL_INTERVAL, POLICY_SETTLE_TIME},
     policy::{PolicyErrors, PolicySet, PolicyStore},
     records::unix_ms,
-    state::Governor,
+    state::{selectors::apply_policy_selectors, Governor},
 };
-
-/// How many times a burst may keep changing before it is loaded anyway
-/// (a file rewritten continuously must not postpone reloads forever).
-const MAX_SETTLE_ROUNDS: u32 = 10;
 
 /// What the watcher compares between polls: one entry per policy file (and
 /// per symlink, with its target), sorted by name. `None`: the directory could
@@ -87,6 +84,21 @@ impl Fingerprint {
         stamps.sort();
         Fingerprint(Some(stamps))
     }
+}
+
+/// The policy to start with: `dir` loaded whole, or no policy at all (every
+/// governed agent denied) when the directory does not exist.
+pub fn load_at_start(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+    if !dir.exists() {
+        warn!(
+            policy_dir = %dir.display(),
+            "policy directory missing: every governed agent is denied all egress"
+        );
+        return Ok(PolicySet::empty());
+    }
+    let p = PolicySet::load_dir(dir)?;
+    info!(agents = p.agents().count(), dir = %dir.display(), "policies loaded");
+    Ok(p)
 }
 
 /// A successful reload.
@@ -195,63 +207,20 @@ impl PolicyReloader {
         );
         drop(state);
         if let Some(governor) = &self.governor {
-            apply_selectors(governor, &self.store);
+            apply_policy_selectors(governor, &self.store);
         }
         Ok(Reloaded { generation, agents })
     }
 }
 
-/// One selector pass with the selectors of the policy in force; changes and
-/// errors are logged (the next pass retries).
-pub fn apply_selectors(governor: &Governor, store: &PolicyStore) {
-    match governor.apply_selectors(|| store.snapshot().cgroup_selectors()) {
-        Ok(changes) if !changes.is_empty() => info!(
-            tagged = changes.tagged,
-            retagged = changes.retagged,
-            untagged = changes.untagged,
-            "policy selectors applied"
-        ),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "applying policy selectors"),
-    }
-}
-
-/// Polls the directory until `shutdown`, reloading on every settled change.
-pub async fn watch(reloader: Arc<PolicyReloader>, mut shutdown: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(POLICY_POLL_INTERVAL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let dir = reloader.dir.clone();
-        if !reloader.changed() {
-            continue;
-        }
-        settle(&dir, POLICY_SETTLE_TIME).await;
-        let r = reloader.clone();
-        // A reload reads files and walks the cgroup tree for selectors.
-        let _ = tokio::task::spawn_blocking(move || r.reload("policy_dir changed")).await;
-    }
-}
-
-/// Waits until two looks at `dir`, `quiet` apart, agree (bounded).
-async fn settle(dir: &Path, quiet: Duration) {
-    let mut seen = Fingerprint::of(dir);
-    for _ in 0..MAX_SETTLE_ROUNDS {
-        tokio::time::sleep(quiet).await;
-        let now = Fingerprint::of(dir);
-        if now == seen {
-            return;
-        }
-        seen = now;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
     use super::*;
+    use crate::jobs::watch_policy_dir as watch;
 
     const VALID_A: &str = "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: a\n";
     const VALID_B: &str = "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: b\n";

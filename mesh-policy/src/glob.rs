@@ -2,6 +2,9 @@
 //! (ARCHITECTURE.md 5.1): `*` matches any run of characters (including
 //! none), `?` exactly one character; everything else is literal.
 //!
+//! Cgroup selectors (5.2) use the same globs on each `/`-separated segment of
+//! a path, plus `**` for any number of segments: [`path_glob_matches`].
+//!
 //! Matching walks both strings once with a single backtrack point (the last
 //! `*`), so it never allocates and runs in O(pattern × text) at worst.
 
@@ -111,6 +114,28 @@ pub(super) fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
+/// Whether `path` (`/`-separated, with or without a leading `/`, as a cgroup
+/// path relative to the cgroup root) matches `pattern`: each segment of the
+/// pattern is a glob as above matched against one segment of the path (so
+/// `*` and `?` never match a `/`), and a `**` segment matches any number of
+/// segments (none included). Empty segments are ignored on both sides.
+pub fn path_glob_matches(pattern: &str, path: &str) -> bool {
+    fn segments(s: &str) -> Vec<&str> {
+        s.split('/').filter(|seg| !seg.is_empty()).collect()
+    }
+    segments_match(&segments(pattern), &segments(path))
+}
+
+fn segments_match(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| segments_match(rest, &path[skip..])),
+        Some((first, rest)) => path.split_first().is_some_and(|(segment, path_rest)| {
+            glob_matches(first.as_bytes(), segment.as_bytes()) && segments_match(rest, path_rest)
+        }),
+    }
+}
+
 impl<'de> Deserialize<'de> for Glob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -212,5 +237,18 @@ mod tests {
             "glob \"a\\tb\" contains the control character '\\t'"
         );
         assert!(Glob::parse("[ok]").is_ok());
+    }
+
+    #[test]
+    fn path_glob_question_mark_is_one_character_within_one_segment() {
+        let m = path_glob_matches;
+        assert!(m("/t/sel-?", "t/sel-1"));
+        assert!(m("/t/sel-?", "t/sel-é"));
+        assert!(!m("/t/sel-??", "t/sel-é"));
+        assert!(!m("/t/sel-?", "t/sel-12"));
+        assert!(!m("/t/sel?x", "t/sel/x"));
+        assert!(!m("/t/*", "t/x/y"));
+        assert!(m("/t/**/sel-?", "t/a/b/sel-é"));
+        assert!(m("/a/**", "a"));
     }
 }

@@ -38,6 +38,7 @@ pub use condition::Condition;
 pub use decision::{CallContext, Decision, DecisionPoint, ListKind, ToolAnnotations};
 pub use error::{PolicyError, PolicyErrors};
 pub use explain::{ExplainQuery, Explanation};
+pub use glob::path_glob_matches;
 pub use model::{
     valid_agent_name, OnExhaust, Provider, QuarantineMode, ToolClass, API_VERSION, KIND,
     MAX_AGENT_NAME_LEN,

@@ -2,7 +2,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use mesh_agent::{config::Config, daemon};
+use mesh_agent::{
+    config::{self, Config},
+    daemon,
+};
 
 /// The hot path allocates per request (hyper's heads, the buffered body, the
 /// record): mimalloc's thread-local free lists cost about half of glibc
@@ -52,10 +55,7 @@ fn main() {
                 let mut runtime = tokio::runtime::Builder::new_multi_thread();
                 // Tuning knob for measurement (docs/benchmarks.md); default:
                 // one worker per CPU.
-                if let Some(n) = std::env::var("MESH_WORKER_THREADS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                {
+                if let Some(n) = config::runtime_worker_threads() {
                     runtime.worker_threads(n);
                 }
                 runtime

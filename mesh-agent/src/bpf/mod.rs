@@ -25,6 +25,8 @@ use aya::{
 use mesh_common::{MeshConfig, LAYOUT_VERSION};
 use tracing::{info, warn};
 
+use crate::config::PROC_MOUNTS;
+
 pub use maps::{GovernanceMaps, KernelMaps, OrigDstSource};
 
 /// The compiled kernel programs, embedded at build time.
@@ -239,8 +241,8 @@ fn redirect_target(listen: &[SocketAddr], attach_level: u32) -> Result<MeshConfi
 
 /// Mounts bpffs at the mount point above `bpffs_dir` when none is mounted.
 fn ensure_bpffs(bpffs_dir: &Path) -> Result<(), BpfError> {
-    let mounts = fs::read_to_string("/proc/self/mounts").map_err(|source| BpfError::Io {
-        path: "/proc/self/mounts".into(),
+    let mounts = fs::read_to_string(PROC_MOUNTS).map_err(|source| BpfError::Io {
+        path: PROC_MOUNTS.into(),
         source,
     })?;
     let covered = mounts.lines().any(|line| {

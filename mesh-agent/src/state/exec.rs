@@ -1,0 +1,70 @@
+//! The cgroups of `meshctl exec`: made fresh and tagged, the caller's child
+//! moved in by the daemon, untagged and removed when the command ends.
+use std::{path::PathBuf, sync::atomic::Ordering};
+
+use super::{validate_agent_name, Governor, StateError};
+use crate::cgroup;
+
+impl Governor {
+    /// Creates a fresh cgroup for `meshctl exec` and tags it.
+    pub fn create_exec_cgroup(&self, agent: &str) -> Result<PathBuf, StateError> {
+        validate_agent_name(agent)?;
+        let seq = self.exec_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .layout
+            .parent_cgroup
+            .join(format!("{agent}-{}-{seq}", std::process::id()));
+        cgroup::create(&path)?;
+        let result = cgroup::id_of(&path)
+            .map_err(StateError::from)
+            .and_then(|id| self.tag_id(&path, id, agent));
+        if let Err(e) = result {
+            let _ = cgroup::remove(&path);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Moves `pid` into an exec cgroup on behalf of the caller `(uid, pid)`
+    /// from the admin socket's credentials. The daemon does the move because
+    /// cgroup v2 lets only a writer of both cgroups' common ancestor migrate a
+    /// process; it accepts only the caller's own child, run as the caller.
+    pub fn attach_exec_pid(
+        &self,
+        given: &str,
+        pid: u32,
+        caller: (u32, Option<u32>),
+    ) -> Result<(), StateError> {
+        let path = cgroup::resolve(&self.layout.cgroup_root, &self.layout.parent_cgroup, given)?;
+        let (caller_uid, caller_pid) = caller;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|_| StateError::NoSuchProcess(pid))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        let parent_ok = caller_pid.is_some() && field("PPid:") == caller_pid;
+        let uid_ok = caller_uid == 0 || field("Uid:") == Some(caller_uid);
+        if !parent_ok || !uid_ok {
+            return Err(StateError::NotYourProcess(pid));
+        }
+        cgroup::move_pid(&path, pid)?;
+        Ok(())
+    }
+
+    /// Untags and removes a cgroup made by [`Governor::create_exec_cgroup`].
+    pub fn finish_exec_cgroup(&self, given: &str) -> Result<(), StateError> {
+        let path = cgroup::resolve(&self.layout.cgroup_root, &self.layout.parent_cgroup, given)?;
+        let id = cgroup::id_of(&path)?;
+        match self.untag_id(id, &path) {
+            Ok(()) | Err(StateError::NotTagged(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // Leftover descendants (a daemonised grandchild) keep it; say so.
+        cgroup::remove(&path)?;
+        Ok(())
+    }
+}

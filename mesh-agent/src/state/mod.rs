@@ -1,0 +1,106 @@
+//! Agents and governed cgroups: tagging, quarantine and the status view, over
+//! the kernel's maps (the source of truth, which survives daemon restarts).
+//!
+//! [`Governor`] is defined here with its name index; its operations live one
+//! concern per file: `tagging` (tag, untag, collecting tags of removed
+//! cgroups), `quarantine`, `exec` (the cgroups of `meshctl exec`),
+//! `status` (the operators' view) and [`selectors`] (tags made by policy
+//! `match: {cgroup: GLOB}`).
+mod error;
+mod exec;
+mod names;
+mod quarantine;
+pub mod selectors;
+mod status;
+mod tagging;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{atomic::AtomicU64, Arc, Mutex, RwLock},
+};
+
+use mesh_common::{CgroupCounters, CgroupTag};
+
+pub use error::StateError;
+pub use names::validate_agent_name;
+pub use selectors::{plan_selector_tags, SelectorAction, SelectorCandidate, SelectorChanges};
+pub use status::{AgentStatus, CgroupStatus, Counters};
+
+use crate::{bpf::GovernanceMaps, cgroup};
+use names::decode_name;
+
+/// Where cgroups live.
+#[derive(Clone, Debug)]
+pub struct CgroupLayout {
+    pub cgroup_root: PathBuf,
+    pub attach_cgroup: PathBuf,
+    pub parent_cgroup: PathBuf,
+}
+
+pub struct Governor {
+    maps: Arc<dyn GovernanceMaps>,
+    layout: CgroupLayout,
+    /// agent id -> name, for the proxy's hot path.
+    names: RwLock<HashMap<u32, Arc<str>>>,
+    /// Counters of cgroups untagged while this daemon ran, per agent, so that
+    /// per-agent totals do not go backwards when `meshctl exec` ends.
+    retired: Mutex<HashMap<String, CgroupCounters>>,
+    exec_seq: AtomicU64,
+    /// Tags made by policy selectors (cgroup id -> agent), so that a reload
+    /// that drops or changes a selector undoes exactly those. Its lock also
+    /// serialises selector passes with explicit tag/untag, so that neither
+    /// overwrites the other. Kept in `selector_record` too, so that a
+    /// restarted daemon still tells them from explicit tags.
+    selector_made: Mutex<HashMap<u64, String>>,
+    selector_record: Option<PathBuf>,
+}
+
+impl Governor {
+    /// Rebuilds the name index from the pinned tags (a restart keeps them).
+    pub fn new(
+        maps: Arc<dyn GovernanceMaps>,
+        layout: CgroupLayout,
+    ) -> Result<Governor, StateError> {
+        let mut names = HashMap::new();
+        for (_, tag) in maps.tags()? {
+            names.insert(tag.agent_id, Arc::from(decode_name(&tag.agent_name)));
+        }
+        Ok(Governor {
+            maps,
+            layout,
+            names: RwLock::new(names),
+            retired: Mutex::new(HashMap::new()),
+            exec_seq: AtomicU64::new(0),
+            selector_made: Mutex::new(HashMap::new()),
+            selector_record: None,
+        })
+    }
+
+    pub fn layout(&self) -> &CgroupLayout {
+        &self.layout
+    }
+
+    /// The agent's name for an id recorded by the kernel.
+    pub fn agent_name(&self, id: u32) -> Option<Arc<str>> {
+        self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn resolve(&self, given: &str) -> Result<PathBuf, StateError> {
+        Ok(cgroup::resolve(
+            &self.layout.cgroup_root,
+            &self.layout.attach_cgroup,
+            given,
+        )?)
+    }
+
+    fn tags(&self) -> Result<HashMap<u64, CgroupTag>, StateError> {
+        Ok(self.maps.tags()?.into_iter().collect())
+    }
+}
