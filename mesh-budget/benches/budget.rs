@@ -1,4 +1,4 @@
-//! Budget ledger cost (issue 5's benchmark), run by
+//! Budget ledger cost, run by
 //! `cargo bench -p mesh-budget --bench budget` and by `cargo xtask bench`.
 //!
 //! Two modes:

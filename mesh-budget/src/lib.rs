@@ -1,4 +1,4 @@
-//! The budget ledger (issue 5): spend is reserved before a call is forwarded,
+//! The budget ledger: spend is reserved before a call is forwarded,
 //! settled to the actual usage after, never allowed past a limit, and
 //! persisted in a redb file.
 //!

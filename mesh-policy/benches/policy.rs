@@ -1,4 +1,4 @@
-//! Policy decision latency and reload time (issue 4's benchmark), run by
+//! Policy decision latency and reload time, run by
 //! `cargo bench -p mesh-policy --bench policy` and by `cargo xtask bench`.
 //!
 //! The set: 1,000 agents with 50 rules each (10 egress entries; 4 MCP servers
