@@ -9,12 +9,13 @@
 use super::condition::Condition;
 use super::egress::EgressEntry;
 use super::glob::Glob;
-use super::values::{EntryName, PolicyDuration, PositiveInt, ServerAddress, Usd, UserName};
+use super::values::{
+    checked, EntryName, PolicyDuration, PositiveInt, ServerAddress, Usd, UserName,
+};
 use schemars::JsonSchema;
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{Deserialize, Deserializer};
 use serde::Deserialize as DeriveDeserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "mesh/v1";
@@ -385,34 +386,9 @@ pub fn valid_agent_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Deserializes a string and checks it inside the visitor (for the location).
-fn checked_str<'de, D, T>(
-    d: D,
-    expecting: &'static str,
-    check: fn(&str) -> Result<T, String>,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct V<T> {
-        expecting: &'static str,
-        check: fn(&str) -> Result<T, String>,
-    }
-    impl<T> Visitor<'_> for V<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(self.expecting)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            (self.check)(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_str(V { expecting, check })
-}
-
 impl<'de> Deserialize<'de> for ApiVersion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, "the string \"mesh/v1\"", |v| {
+        checked(d, "the string \"mesh/v1\"", |v| {
             if v == API_VERSION {
                 Ok(ApiVersion)
             } else {
@@ -426,7 +402,7 @@ impl<'de> Deserialize<'de> for ApiVersion {
 
 impl<'de> Deserialize<'de> for Kind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, "the string \"AgentPolicy\"", |v| {
+        checked(d, "the string \"AgentPolicy\"", |v| {
             if v == KIND {
                 Ok(Kind)
             } else {
@@ -438,7 +414,7 @@ impl<'de> Deserialize<'de> for Kind {
 
 impl<'de> Deserialize<'de> for AgentName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, "an agent name", |v| {
+        checked(d, "an agent name", |v| {
             if valid_agent_name(v) {
                 Ok(AgentName(v.to_owned()))
             } else {
@@ -452,7 +428,7 @@ impl<'de> Deserialize<'de> for AgentName {
 
 impl<'de> Deserialize<'de> for CgroupGlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, "a cgroup path glob", |v| {
+        checked(d, "a cgroup path glob", |v| {
             let bad = !v.starts_with('/') || v.split('/').any(|c| c == "..") || v.contains('\0');
             if bad {
                 Err(format!(

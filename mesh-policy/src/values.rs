@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Deserializes a string and checks it inside the visitor (for the location).
-fn checked<'de, D, T>(
+pub(crate) fn checked<'de, D, T>(
     d: D,
     expecting: &'static str,
     check: fn(&str) -> Result<T, String>,
