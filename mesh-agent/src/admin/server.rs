@@ -153,6 +153,30 @@ async fn handle<T: DeserializeOwned, R: Serialize>(
 }
 
 impl Admin {
+    /// Governed processes may not use the admin API at all, whatever their
+    /// uid: file permissions cannot tell an agent from the operator who
+    /// started it. When the caller cannot be placed, it is refused too.
+    fn refuse_governed_caller(
+        &self,
+        pid: Option<u32>,
+        method: &Method,
+        path: &str,
+    ) -> Option<Reply> {
+        let why = match pid.map(|pid| (pid, self.governor.agent_of_pid(pid))) {
+            Some((_, Ok(None))) => return None,
+            Some((pid, Ok(Some(agent)))) => format!(
+                "refused: the caller (pid {pid}) is governed as agent {agent:?}; \
+                 governed processes may not use the admin API"
+            ),
+            Some((pid, Err(e))) => {
+                format!("refused: cannot tell whether the caller (pid {pid}) is governed: {e}")
+            }
+            None => "refused: the admin socket gave no caller pid".to_owned(),
+        };
+        tracing::warn!(%method, path, reason = %why, "admin request refused");
+        Some(error(StatusCode::FORBIDDEN, why))
+    }
+
     /// `caller` is the peer's (uid, pid) from the socket credentials.
     async fn route(&self, req: Request<Incoming>, caller: (u32, Option<u32>)) -> Reply {
         let uid = caller.0;
@@ -160,6 +184,9 @@ impl Admin {
         let query = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
         tracing::debug!(%method, %path, uid, "admin request");
+        if let Some(refusal) = self.refuse_governed_caller(caller.1, &method, &path) {
+            return refusal;
+        }
         let governor = &self.governor;
         let cgroup_reply = |p: &std::path::Path| CgroupResponse {
             cgroup: p.display().to_string(),

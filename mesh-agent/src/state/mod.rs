@@ -3,9 +3,11 @@
 //!
 //! [`Governor`] is defined here with its name index; its operations live one
 //! concern per file: `tagging` (tag, untag, collecting tags of removed
-//! cgroups), `quarantine`, `exec` (the cgroups of `meshctl exec`),
+//! cgroups), `quarantine`, `exec` (the cgroups of `meshctl exec`), `caller`
+//! (which agent governs a process),
 //! `status` (the operators' view) and [`selectors`] (tags made by policy
 //! `match: {cgroup: GLOB}`).
+mod caller;
 mod error;
 mod exec;
 mod names;
