@@ -1,5 +1,6 @@
 //! The daemon's periodic jobs, each on its own interval: the `policy_dir`
-//! poll, the selector rescan and the collection of tags of removed cgroups.
+//! poll, the selector rescan and the collection of tags of removed cgroups
+//! (and of exec cgroups that outlived their command).
 //! `crate::daemon` starts them; what each pass does lives with its concern
 //! ([`crate::policy_watch`], [`crate::state`]).
 use std::{path::Path, sync::Arc, time::Duration};
@@ -50,13 +51,17 @@ async fn settle(dir: &Path, quiet: Duration) {
     }
 }
 
-/// Every [`TAG_GC_INTERVAL`]: drops the tags of cgroups removed without
-/// `untag`, keeping their counters. Runs until aborted.
+/// Every [`TAG_GC_INTERVAL`]: hands back exec cgroups whose last process
+/// has exited, and drops the tags of cgroups removed without `untag`,
+/// keeping their counters. Runs until aborted.
 pub fn spawn_tag_gc(governor: Arc<Governor>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(TAG_GC_INTERVAL);
         loop {
             every.tick().await;
+            if let Err(e) = governor.reap_exec_cgroups() {
+                warn!(error = %e, "handing back exec cgroups whose processes exited");
+            }
             if let Err(e) = governor.collect_garbage() {
                 warn!(error = %e, "collecting tags of removed cgroups");
             }

@@ -62,3 +62,47 @@ fn a_governed_process_cannot_use_the_admin_api_whatever_its_uid() {
         "the refusals are not in the daemon's log"
     );
 }
+
+#[test]
+fn a_process_that_outlives_meshctl_exec_stays_governed() {
+    require_root();
+    let forbidden = HttpServer::start("127.0.0.1");
+    let mesh = Mesh::start(
+        "escape-outlive",
+        &[("bot.yaml", &egress_policy("bot", &[]))],
+    );
+    let out_file = mesh.dir.join("survivor.out");
+    // The command returns at once; its detached grandchild waits until
+    // meshctl exec has handed the cgroup back, then tries a destination the
+    // policy forbids.
+    let script = format!(
+        "setsid sh -c 'sleep 2; curl -s -o /dev/null -w \"%{{http_code}}\" --max-time 10 {url} \
+         > {out}.tmp 2>&1; echo \" rc=$?\" >> {out}.tmp; mv {out}.tmp {out}' \
+         </dev/null >/dev/null 2>&1 &",
+        url = forbidden.url(),
+        out = out_file.display(),
+    );
+    let exec = mesh.exec("bot", &["sh", "-c", &script]);
+    assert!(exec.status.success(), "meshctl exec: {}", stderr(&exec));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let said = loop {
+        if let Ok(said) = std::fs::read_to_string(&out_file) {
+            break said;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivor never reported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        forbidden.count(),
+        0,
+        "the process that outlived meshctl exec reached a forbidden destination ({said})"
+    );
+    assert!(
+        said.starts_with("403"),
+        "expected the mesh's refusal, got: {said}"
+    );
+}

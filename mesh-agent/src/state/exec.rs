@@ -1,6 +1,9 @@
 //! The cgroups of `meshctl exec`: made fresh and tagged, the caller's child
-//! moved in by the daemon, untagged and removed when the command ends.
-use std::{path::PathBuf, sync::atomic::Ordering};
+//! moved in by the daemon, removed and only then untagged when the command
+//! ends. A process that outlives the command (`setsid`, a double fork) keeps
+//! its cgroup, and the cgroup keeps its tag: the survivor stays governed
+//! until it exits and the tag collector removes the cgroup.
+use std::{collections::HashMap, path::PathBuf, sync::atomic::Ordering};
 
 use super::{validate_agent_name, Governor, StateError};
 use crate::cgroup;
@@ -55,16 +58,52 @@ impl Governor {
         Ok(())
     }
 
-    /// Untags and removes a cgroup made by [`Governor::create_exec_cgroup`].
+    /// Hands back a cgroup made by [`Governor::create_exec_cgroup`]: removed,
+    /// then untagged. While processes remain in it, it stays tagged (never an
+    /// ungoverned moment) and is remembered for [`Governor::reap_exec_cgroups`].
     pub fn finish_exec_cgroup(&self, given: &str) -> Result<(), StateError> {
         let path = cgroup::resolve(&self.layout.cgroup_root, &self.layout.parent_cgroup, given)?;
         let id = cgroup::id_of(&path)?;
-        match self.untag_id(id, &path) {
-            Ok(()) | Err(StateError::NotTagged(_)) => {}
-            Err(e) => return Err(e),
+        if let Err(e) = cgroup::remove(&path) {
+            tracing::info!(
+                cgroup = %path.display(),
+                error = %e,
+                "processes outlive meshctl exec; the cgroup stays governed until they exit"
+            );
+            self.lingering_lock().insert(id, path);
+            return Ok(());
         }
-        // Leftover descendants (a daemonised grandchild) keep it; say so.
-        cgroup::remove(&path)?;
-        Ok(())
+        match self.untag_id(id, &path) {
+            Ok(()) | Err(StateError::NotTagged(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes and untags the exec cgroups whose last process has exited.
+    /// Returns how many were handed back.
+    pub fn reap_exec_cgroups(&self) -> Result<usize, StateError> {
+        let lingering: Vec<(u64, PathBuf)> = self
+            .lingering_lock()
+            .iter()
+            .map(|(id, p)| (*id, p.clone()))
+            .collect();
+        let mut reaped = 0;
+        for (id, path) in lingering {
+            if cgroup::remove(&path).is_err() {
+                continue;
+            }
+            self.lingering_lock().remove(&id);
+            match self.untag_id(id, &path) {
+                Ok(()) | Err(StateError::NotTagged(_)) => reaped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    fn lingering_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PathBuf>> {
+        self.lingering_exec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }

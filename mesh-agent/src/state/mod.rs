@@ -51,6 +51,10 @@ pub struct Governor {
     /// per-agent totals do not go backwards when `meshctl exec` ends.
     retired: Mutex<HashMap<String, CgroupCounters>>,
     exec_seq: AtomicU64,
+    /// Exec cgroups handed back while processes remained in them (cgroup id
+    /// -> path): still tagged, removed once empty. Not kept across restarts:
+    /// such a cgroup then stays tagged (governed) until an operator untags it.
+    lingering_exec: Mutex<HashMap<u64, PathBuf>>,
     /// Tags made by policy selectors (cgroup id -> agent), so that a reload
     /// that drops or changes a selector undoes exactly those. Its lock also
     /// serialises selector passes with explicit tag/untag, so that neither
@@ -76,6 +80,7 @@ impl Governor {
             names: RwLock::new(names),
             retired: Mutex::new(HashMap::new()),
             exec_seq: AtomicU64::new(0),
+            lingering_exec: Mutex::new(HashMap::new()),
             selector_made: Mutex::new(HashMap::new()),
             selector_record: None,
         })

@@ -179,3 +179,27 @@ fn names_are_recovered_from_the_maps() {
         Some("restart-me")
     );
 }
+
+#[test]
+fn an_exec_cgroup_with_processes_left_stays_tagged_until_it_is_empty() {
+    let (_dir, g, maps) = governor();
+    let cg = g.create_exec_cgroup("bot").unwrap();
+    let id = crate::cgroup::id_of(&cg).unwrap();
+    // Stands in for a process that outlived the command: removal fails.
+    let survivor = cg.join("survivor");
+    std::fs::write(&survivor, b"").unwrap();
+    g.finish_exec_cgroup(cg.to_str().unwrap()).unwrap();
+    assert!(cg.exists());
+    assert!(
+        maps.tags.lock().unwrap().contains_key(&id),
+        "untagged while a process remains"
+    );
+    assert_eq!(g.reap_exec_cgroups().unwrap(), 0);
+    assert!(maps.tags.lock().unwrap().contains_key(&id));
+
+    std::fs::remove_file(&survivor).unwrap();
+    assert_eq!(g.reap_exec_cgroups().unwrap(), 1);
+    assert!(!cg.exists());
+    assert!(!maps.tags.lock().unwrap().contains_key(&id));
+    assert_eq!(g.reap_exec_cgroups().unwrap(), 0);
+}
