@@ -152,6 +152,8 @@ pub enum BudgetLimit {
 #[derive(Debug, Clone)]
 pub struct Approval {
     pub name: Box<str>,
+    /// `approvals[NAME]`.
+    pub rule: Arc<str>,
     pub when: Condition,
     pub users: Vec<Box<str>>,
     /// Distinct users needed, at most `users.len()`.
@@ -377,6 +379,7 @@ pub(super) fn compile(
             ));
         }
         approvals.push(Approval {
+            rule: format!("approvals[{}]", a.name.0).into(),
             name: a.name.0,
             when: a.when,
             users,

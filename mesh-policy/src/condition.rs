@@ -59,9 +59,17 @@ impl Condition {
 
     /// `Ok(())` when the condition holds; otherwise why not.
     pub fn evaluate(&self, vars: &CelVars) -> Result<(), String> {
+        match self.holds(vars)? {
+            true => Ok(()),
+            false => Err("it is false".into()),
+        }
+    }
+
+    /// Whether the condition holds; an error when it cannot be decided
+    /// (fails to evaluate, or yields something other than a boolean).
+    pub fn holds(&self, vars: &CelVars) -> Result<bool, String> {
         match self.program.execute(&vars.context) {
-            Ok(cel::Value::Bool(true)) => Ok(()),
-            Ok(cel::Value::Bool(false)) => Err("it is false".into()),
+            Ok(cel::Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("it yields {other:?}, not a boolean")),
             Err(e) => Err(format!("it cannot be evaluated: {e}")),
         }

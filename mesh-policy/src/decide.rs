@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::approvals::approval_hold;
 use super::compile::{class_index, AgentPolicy, LlmEndpoint, McpServer};
 use super::condition::{CallVars, CelVars};
 use super::egress::canonical_ip;
@@ -59,6 +60,17 @@ enum ClassSource<'a> {
 impl PolicySet {
     /// [`DecisionPoint::decide`], with its steps recorded in `trace`.
     pub(super) fn decide_traced(&self, ctx: &CallContext<'_>, trace: &mut Trace) -> Decision {
+        let decision = self.decide_call(ctx, trace);
+        if let (Decision::Allow { .. }, Some(policy)) = (&decision, self.agents.get(ctx.agent)) {
+            if let Some(hold) = approval_hold(policy, ctx, trace) {
+                return hold;
+            }
+        }
+        decision
+    }
+
+    /// Egress, then the section for the call's protocol.
+    fn decide_call(&self, ctx: &CallContext<'_>, trace: &mut Trace) -> Decision {
         let egress = self.decide_egress(ctx.agent, ctx.server, ctx.server_name);
         trace.step(|| match &egress {
             EgressDecision::Allow { rule } => format!("egress: allowed by {rule}"),
@@ -127,7 +139,7 @@ impl PolicySet {
     }
 }
 
-fn find_server<'p>(
+pub(super) fn find_server<'p>(
     servers: &'p [McpServer],
     dst: SocketAddr,
     ctx: &CallContext<'_>,

@@ -6,6 +6,7 @@
 //! the file system, and only to read the files.
 
 mod annotations;
+mod approvals;
 mod budgets;
 mod compile;
 mod condition;

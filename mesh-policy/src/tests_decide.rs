@@ -739,3 +739,70 @@ fn an_agent_without_budgets_has_no_scope() {
         .budget_scope(&ctx("a", "127.0.0.2:7001", "/mcp", &c))
         .is_none());
 }
+
+/// `approvals[]` (ARCHITECTURE.md 5.1): a call an approvals rule names is
+/// held, never forwarded unapproved; one it cannot decide is held too.
+fn billing() -> PolicySet {
+    policy(&format!(
+        "{HEAD}egress:\n  allow: [\"127.0.0.2:7001\"]\n\
+         mcp:\n\
+         \x20 - server: billing\n\
+         \x20   address: \"127.0.0.2:7001\"\n\
+         \x20   tools: {{ read: [\"get_invoice\"], write: [\"refund\"] }}\n\
+         \x20   grant: [read, write]\n\
+         approvals:\n\
+         \x20 - name: big-refund\n\
+         \x20   when: 'server == \"billing\" && tool == \"refund\" && args.amount > 100'\n\
+         \x20   approvers: {{ users: [alice, bob], required: 2 }}\n\
+         \x20   timeout: 15m\n"
+    ))
+}
+
+fn decide_billing(p: &PolicySet, call: &Call) -> Decision {
+    p.decide(&ctx("a", "127.0.0.2:7001", "/", call))
+}
+
+#[test]
+fn a_call_an_approvals_rule_names_is_held() {
+    let p = billing();
+    let big = mcp_call("tools/call", Some("refund"), Some(r#"{"amount": 500}"#));
+    match decide_billing(&p, &big) {
+        Decision::Hold { rule, reason } => {
+            assert_eq!(&*rule, "approvals[big-refund]");
+            assert!(reason.starts_with("approvals[big-refund] "), "{reason}");
+            assert!(reason.contains("t.yaml"), "{reason}");
+        }
+        other => panic!("a big refund went through unapproved: {other:?}"),
+    }
+}
+
+#[test]
+fn calls_the_rule_does_not_name_are_decided_as_before() {
+    let p = billing();
+    let small = mcp_call("tools/call", Some("refund"), Some(r#"{"amount": 5}"#));
+    assert_eq!(
+        decide_billing(&p, &small).rule(),
+        "mcp[billing].grant.write"
+    );
+    let read = mcp_call("tools/call", Some("get_invoice"), None);
+    assert_eq!(decide_billing(&p, &read).rule(), "mcp[billing].grant.read");
+    let unknown = mcp_call("tools/call", Some("wire"), Some(r#"{"amount": 500}"#));
+    assert_eq!(
+        decide_billing(&p, &unknown).rule(),
+        "mcp[billing].tools.unknown"
+    );
+}
+
+#[test]
+fn a_call_the_rule_cannot_decide_is_held() {
+    let p = billing();
+    // `args.amount` is missing: the condition cannot be evaluated.
+    let unclear = mcp_call("tools/call", Some("refund"), Some(r#"{"to": "x"}"#));
+    match decide_billing(&p, &unclear) {
+        Decision::Hold { rule, reason } => {
+            assert_eq!(&*rule, "approvals[big-refund]");
+            assert!(reason.contains("cannot be decided"), "{reason}");
+        }
+        other => panic!("an undecidable refund went through: {other:?}"),
+    }
+}

@@ -543,3 +543,46 @@ fn server_everything_under_an_mcp_policy() {
         &prompt_rule,
     );
 }
+
+/// A call an approvals rule names is never forwarded unapproved: holding it
+/// for a human is not built, so it is refused in the JSON-RPC shape with a
+/// reason saying approval is required, and recorded as held; calls the rule
+/// does not name go through.
+#[test]
+fn a_call_an_approvals_rule_names_is_refused_saying_approval_is_required() {
+    let server = spawn_server(PeerKind::Mcp, "127.0.0.2", 0);
+    let agent = "approvals";
+    let mcp = CALC_MCP.replace("ADDR", &server.addr().to_string());
+    let text = format!(
+        "{}approvals:\n  - name: big-add\n    when: 'tool == \"add\" && args.b > 2'\n    \
+         approvers: {{ users: [alice], required: 1 }}\n    timeout: 5m\n",
+        policy(agent, &server, &mcp)
+    );
+    let mesh = Mesh::start("polmcp-approvals", &[("approvals.yaml", &text)]);
+    let s = steps(
+        &mesh,
+        agent,
+        &server,
+        "auto",
+        &json!([
+            {"op": "call_tool", "name": "add", "args": {"a": 2, "b": 3}},
+            {"op": "call_tool", "name": "add", "args": {"a": 2, "b": 1}},
+        ]),
+    );
+    refused(&s, 0, |r| r == "approvals[big-add]");
+    assert!(
+        s[0]["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("approval required: approvals[big-add]")),
+        "{:#}",
+        s[0]
+    );
+    assert_eq!(ok(&s, 1)["text"], "3");
+    let held = records_where(&mesh, &server, 1, |r| {
+        is_call(r, agent, "tools/call", Some("add")) && r["rule"] == "approvals[big-add]"
+    });
+    assert!(!held.is_empty(), "no record of the held call");
+    for r in &held {
+        assert_eq!(r["verdict"], "held", "{r:#}");
+    }
+}
