@@ -99,19 +99,25 @@ pub const MESHCTL_EXIT_UNREACHABLE: u8 = 3;
 /// Proxy worker threads: [`PROXY_WORKERS_ENV`] when set to a positive
 /// number, else one per CPU.
 pub fn proxy_worker_count() -> usize {
-    std::env::var(PROXY_WORKERS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
+    positive_env(PROXY_WORKERS_ENV)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The tokio runtime's worker threads from [`RUNTIME_WORKER_THREADS_ENV`];
-/// `None`: tokio's default (one per CPU).
+/// `None`: tokio's default (one per CPU), also for 0 or a value that is not
+/// a number (tokio panics on 0).
 pub fn runtime_worker_threads() -> Option<usize> {
-    std::env::var(RUNTIME_WORKER_THREADS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
+    positive_env(RUNTIME_WORKER_THREADS_ENV)
+}
+
+/// A count from the environment variable `name`: None when unset, not a
+/// number, or 0.
+fn positive_env(name: &str) -> Option<usize> {
+    positive(std::env::var(name).ok().as_deref())
+}
+
+fn positive(value: Option<&str>) -> Option<usize> {
+    value.and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0)
 }
 
 /// How long a stopping daemon lets connections in flight finish.
@@ -583,6 +589,15 @@ impl<'de> Deserialize<'de> for Listen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_counts_from_the_environment_are_positive_numbers() {
+        assert_eq!(positive(Some("3")), Some(3));
+        // tokio panics on 0 worker threads: 0 means the default.
+        assert_eq!(positive(Some("0")), None);
+        assert_eq!(positive(Some("many")), None);
+        assert_eq!(positive(None), None);
+    }
 
     const MOUNTS: &str = "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
                           cgroup /sys/fs/cgroup/unified cgroup rw 0 0\n\
