@@ -117,7 +117,9 @@ fn positive_env(name: &str) -> Option<usize> {
 }
 
 fn positive(value: Option<&str>) -> Option<usize> {
-    value.and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0)
+    value
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
 }
 
 /// How long a stopping daemon lets connections in flight finish.
