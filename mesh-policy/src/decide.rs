@@ -179,7 +179,7 @@ fn decide_mcp(
     let name = call.name.as_deref().unwrap_or("");
     match call.method.as_str() {
         "tools/call" => {
-            let rule = match tool_use(set, policy, server, name, trace) {
+            let rule = match tool_use(set, policy, server, ctx.agent, name, trace) {
                 Ok(rule) => rule,
                 Err(refused) => return refused,
             };
@@ -246,6 +246,7 @@ fn tool_use<'p>(
     set: &PolicySet,
     policy: &AgentPolicy,
     server: &'p McpServer,
+    agent: &str,
     tool: &str,
     trace: &mut Trace,
 ) -> Result<&'p Arc<str>, Decision> {
@@ -270,7 +271,7 @@ fn tool_use<'p>(
     let classified = by_glob.or_else(|| {
         if server.trust_annotations {
             set.annotations
-                .class(&server.address.text, tool)
+                .class(agent, &server.address.text, tool)
                 .map(|class| (class, ClassSource::Annotation))
         } else {
             None
@@ -458,7 +459,9 @@ impl DecisionPoint for PolicySet {
                 .is_some_and(|l| l.iter().any(|g| g.matches(name)))
         };
         match kind {
-            ListKind::Tools => tool_use(self, policy, server, name, &mut Trace::off()).is_ok(),
+            ListKind::Tools => {
+                tool_use(self, policy, server, ctx.agent, name, &mut Trace::off()).is_ok()
+            }
             ListKind::Resources => listed(&server.resources),
             ListKind::Prompts => listed(&server.prompts),
         }
@@ -471,7 +474,8 @@ impl DecisionPoint for PolicySet {
         let dst = SocketAddr::new(canonical_ip(ctx.server.ip()), ctx.server.port());
         if let Some(server) = find_server(servers, dst, ctx) {
             if server.trust_annotations {
-                self.annotations.observe(&server.address.text, tools);
+                self.annotations
+                    .observe(ctx.agent, &server.address.text, tools);
             }
         }
     }
