@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use super::compile::AgentPolicy;
 use super::condition::{CallVars, CelVars};
-use super::decide::{find_server, Trace};
+use super::decide::{find_peer, find_server, Trace};
 use super::egress::canonical_ip;
 use super::{CallContext, Decision};
 use mesh_l7::Protocol;
@@ -36,11 +36,7 @@ pub(super) fn approval_hold(
         Protocol::A2a => policy
             .a2a
             .as_deref()
-            .and_then(|peers| {
-                peers
-                    .iter()
-                    .find(|p| p.address.matches(dst, ctx.server_name, ctx.path))
-            })
+            .and_then(|peers| find_peer(peers, dst, ctx))
             .map(|p| &*p.agent),
         _ => None,
     };

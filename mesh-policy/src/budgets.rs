@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::compile::{Budget, BudgetLimit, Price};
+use super::decide::{find_peer, find_server};
 use super::decision::CallContext;
 use super::egress::canonical_ip;
 use super::glob::glob_matches;
@@ -95,11 +96,10 @@ impl PolicySet {
             }
             Protocol::Mcp if call.method == "tools/call" => {
                 let tool = call.name.as_deref().unwrap_or("");
-                let server = policy.mcp.as_ref().and_then(|servers| {
-                    servers
-                        .iter()
-                        .find(|s| s.address.matches(dst, ctx.server_name, ctx.path))
-                });
+                let server = policy
+                    .mcp
+                    .as_deref()
+                    .and_then(|servers| find_server(servers, dst, ctx));
                 policy
                     .budgets
                     .iter()
@@ -117,11 +117,10 @@ impl PolicySet {
                     .collect()
             }
             Protocol::A2a if A2A_MESSAGE_METHODS.contains(&call.method.as_str()) => {
-                let peer = policy.a2a.as_ref().and_then(|peers| {
-                    peers
-                        .iter()
-                        .find(|p| p.address.matches(dst, ctx.server_name, ctx.path))
-                });
+                let peer = policy
+                    .a2a
+                    .as_deref()
+                    .and_then(|peers| find_peer(peers, dst, ctx));
                 policy
                     .budgets
                     .iter()

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::approvals::approval_hold;
-use super::compile::{class_index, AgentPolicy, LlmEndpoint, McpServer};
+use super::compile::{class_index, A2aPeer, AgentPolicy, LlmEndpoint, McpServer};
 use super::condition::{CallVars, CelVars};
 use super::egress::canonical_ip;
 use super::glob::Glob;
@@ -107,10 +107,7 @@ impl PolicySet {
                     trace.step(|| "A2A agent card: readable wherever egress allows".into());
                     Decision::Allow { rule: egress_rule }
                 }
-                Some(peers) => match peers
-                    .iter()
-                    .find(|p| p.address.matches(dst, ctx.server_name, ctx.path))
-                {
+                Some(peers) => match find_peer(peers, dst, ctx) {
                     Some(peer) => {
                         trace.step(|| {
                             format!("{}: address {:?} matches", peer.rule, peer.address.text)
@@ -139,6 +136,18 @@ impl PolicySet {
     }
 }
 
+/// The `a2a` entry whose address the call's destination matches.
+pub(super) fn find_peer<'p>(
+    peers: &'p [A2aPeer],
+    dst: SocketAddr,
+    ctx: &CallContext<'_>,
+) -> Option<&'p A2aPeer> {
+    peers
+        .iter()
+        .find(|p| p.address.matches(dst, ctx.server_name, ctx.path))
+}
+
+/// The `mcp` entry whose address the call's destination matches.
 pub(super) fn find_server<'p>(
     servers: &'p [McpServer],
     dst: SocketAddr,
