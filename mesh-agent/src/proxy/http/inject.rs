@@ -3,7 +3,6 @@
 //! come there), queued in [`Sessions`] and sent between events, never
 //! inside one.
 use std::{
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -15,14 +14,14 @@ use tokio::sync::mpsc;
 
 use super::{
     inspect::{FrameResult, Inspection, Layer},
-    sessions::Sessions,
+    sessions::{Sessions, StreamKey},
 };
 use crate::proxy::pool::BoxError;
 
 struct Injector {
     sessions: Arc<Sessions>,
     rx: Option<mpsc::UnboundedReceiver<Bytes>>,
-    registered: Option<(SocketAddr, Arc<str>)>,
+    registered: Option<StreamKey>,
 }
 
 /// Injects queued refusals into a 2024-11-05 GET stream once the inspector
@@ -54,8 +53,8 @@ impl<B: Layer> Layer for Inject<B> {
 impl<B: Layer> Drop for Inject<B> {
     fn drop(&mut self) {
         if let Some(inj) = &self.injector {
-            if let Some((dst, session)) = &inj.registered {
-                inj.sessions.unregister_stream(*dst, session);
+            if let Some(key) = &inj.registered {
+                inj.sessions.unregister_stream(key);
             }
         }
     }
@@ -83,9 +82,12 @@ impl<B: Layer> Body for Inject<B> {
             // The session's endpoint was just read: its stream is open to
             // refusals from now on.
             let inspection = this.inner.inspection();
-            if let (Some(session), Some(dst)) = (inspection.endpoint.take(), inspection.dst()) {
-                inj.rx = Some(inj.sessions.register_stream(dst, session.clone()));
-                inj.registered = Some((dst, session));
+            if let (Some(session), Some((_, agent, dst))) =
+                (inspection.endpoint.take(), inspection.scope())
+            {
+                let key = (agent, dst, session);
+                inj.rx = Some(inj.sessions.register_stream(key.clone()));
+                inj.registered = Some(key);
             }
         }
         polled

@@ -24,7 +24,7 @@ use tracing::debug;
 use super::{
     exchange::Exchange,
     headers,
-    sessions::{self, Pending, PendingKey},
+    sessions::{self, Pending, PendingKey, Sessions},
 };
 use crate::{
     config::MAX_SSE_EVENT_BYTES,
@@ -157,9 +157,16 @@ pub(super) struct Inspection {
 }
 
 impl Inspection {
-    /// The exchange's destination, while its record is not written.
-    pub fn dst(&self) -> Option<SocketAddr> {
-        self.exchange.as_ref().map(|e| e.conn.dst().0)
+    /// Where this exchange's session state lives: the shared sessions, the
+    /// agent and the destination (while its record is not written).
+    pub(super) fn scope(&self) -> Option<(Arc<Sessions>, Arc<str>, SocketAddr)> {
+        self.exchange.as_ref().map(|e| {
+            (
+                e.conn.proxy.sessions.clone(),
+                e.conn.agent.clone(),
+                e.conn.dst().0,
+            )
+        })
     }
 
     /// The usage tracker of an LLM response.
@@ -174,11 +181,7 @@ impl Inspection {
         self.bytes += data.len() as u64;
         self.at_boundary =
             data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n") || data.ends_with(b"\r\r");
-        let dst = self.dst();
-        let proxy_sessions = self
-            .exchange
-            .as_ref()
-            .map(|e| e.conn.proxy.sessions.clone());
+        let scope = self.scope();
         match &mut self.inspector {
             Inspector::Count => {}
             Inspector::JsonRpc { buf, limit, over } => keep_copy(buf, *limit, over, data),
@@ -211,14 +214,15 @@ impl Inspection {
                         } => {
                             if call_id.is_some() && id.as_ref() == call_id.as_ref() {
                                 *outcome = Some((status.clone(), *is_error));
-                            } else if let (Some(sessions), Some(dst), Some(session), Some(id)) =
-                                (&proxy_sessions, dst, session.as_ref(), id.as_ref())
+                            } else if let (Some((sessions, agent, dst)), Some(session), Some(id)) =
+                                (&scope, session.as_ref(), id.as_ref())
                             {
                                 // 2024-11-05: the response to a POSTed call.
                                 sessions.complete(
                                     &PendingKey {
-                                        dst,
-                                        session: session.clone(),
+                                        agent: agent.clone(),
+                                        dst: *dst,
+                                        session: Some(session.clone()),
                                         direction: Direction::ClientToServer,
                                         id: id.clone(),
                                     },
@@ -236,12 +240,13 @@ impl Inspection {
                             ) else {
                                 return;
                             };
-                            if let (Some(sessions), Some(dst), Some(session), Some(id)) =
-                                (&proxy_sessions, dst, session.as_ref(), call.id.clone())
+                            if let (Some((sessions, agent, dst)), Some(id)) =
+                                (&scope, call.id.clone())
                             {
                                 sessions.insert_pending(
                                     PendingKey {
-                                        dst,
+                                        agent: agent.clone(),
+                                        dst: *dst,
                                         session: session.clone(),
                                         direction: Direction::ServerToClient,
                                         id,

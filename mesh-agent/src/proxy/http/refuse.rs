@@ -405,11 +405,8 @@ impl HttpConn {
                         "data": { "rule": ex.rule, "reason": ex.reason, "audit_id": ex.audit_id },
                     },
                 });
-                if self
-                    .proxy
-                    .sessions
-                    .inject(self.dst().0, session, sse_event(&message))
-                {
+                let stream = (self.agent.clone(), self.dst().0, Arc::from(session));
+                if self.proxy.sessions.inject(&stream, sse_event(&message)) {
                     let mut accepted = Response::new(
                         Full::new(Bytes::from_static(b"Accepted"))
                             .map_err(|n| match n {})

@@ -2,6 +2,11 @@
 //! outcome arrives on another HTTP request (2024-11-05 responses on the
 //! session's GET stream; the agent's replies to server-to-client requests)
 //! and the 2024-11-05 GET streams refusals are injected into.
+//!
+//! Everything is keyed by agent first: a session id or a request id another
+//! agent saw (or guessed) never completes, answers or injects into this
+//! agent's state. A reply is forwarded only when this agent's server sent
+//! the request it answers, seen by the daemon on one of its streams.
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -18,13 +23,19 @@ use super::{
     exchange::{apply_status, Exchange},
     headers,
     inspect::{Inspect, Inspector},
+    refuse::{jsonrpc_refusal, Framing},
     HttpConn,
 };
 use crate::{
     config::{MAX_PENDING, PENDING_TTL},
     l7::{mcp::McpGeneration, Call, Direction, OutcomeStatus, Protocol, RpcId},
+    policy::{EgressDecision, EgressPolicy as _},
     proxy::pool::ProxyBody,
+    records::Verdict,
 };
+
+/// The rule a reply answering no request the mesh saw is refused under.
+pub const RULE_UNMATCHED_REPLY: &str = "mcp.reply.unmatched";
 
 /// A call of the 2024-11-05 transport (HTTP+SSE): its responses come on the
 /// session's GET stream, not on the POST that carried it.
@@ -35,11 +46,13 @@ pub(super) fn is_legacy(call: &Call) -> bool {
 }
 
 /// Identifies a call whose outcome arrives on another HTTP request. Ids are
-/// unique per session and direction only.
+/// unique per session and direction only, and sessions per agent and server.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PendingKey {
+    pub(super) agent: Arc<str>,
     pub(super) dst: SocketAddr,
-    pub(super) session: Arc<str>,
+    /// None for a server without sessions (stateless streamable HTTP).
+    pub(super) session: Option<Arc<str>>,
     pub(super) direction: Direction,
     pub(super) id: RpcId,
 }
@@ -56,8 +69,8 @@ pub enum Pending {
     },
 }
 
-/// A 2024-11-05 session's GET stream: destination and session id.
-type StreamKey = (SocketAddr, Arc<str>);
+/// A 2024-11-05 session's GET stream: agent, destination and session id.
+pub(super) type StreamKey = (Arc<str>, SocketAddr, Arc<str>);
 
 /// State shared across an agent's connections: calls waiting for their
 /// outcome and the 2024-11-05 streams refusals are injected into.
@@ -125,29 +138,23 @@ impl Sessions {
         }
     }
 
-    pub(super) fn register_stream(
-        &self,
-        dst: SocketAddr,
-        session: Arc<str>,
-    ) -> mpsc::UnboundedReceiver<Bytes> {
+    pub(super) fn register_stream(&self, key: StreamKey) -> mpsc::UnboundedReceiver<Bytes> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        streams.insert((dst, session), tx);
+        streams.insert(key, tx);
         rx
     }
 
-    pub(super) fn unregister_stream(&self, dst: SocketAddr, session: &Arc<str>) {
+    pub(super) fn unregister_stream(&self, key: &StreamKey) {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        streams.remove(&(dst, session.clone()));
+        streams.remove(key);
     }
 
-    /// Queues an event for a session's GET stream; false when the session
-    /// has no open stream through this daemon.
-    pub(super) fn inject(&self, dst: SocketAddr, session: &str, event: Bytes) -> bool {
+    /// Queues an event for a session's GET stream; false when the agent has
+    /// no open stream of that session through this daemon.
+    pub(super) fn inject(&self, key: &StreamKey, event: Bytes) -> bool {
         let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        streams
-            .get(&(dst, Arc::from(session)))
-            .is_some_and(|tx| tx.send(event).is_ok())
+        streams.get(key).is_some_and(|tx| tx.send(event).is_ok())
     }
 }
 
@@ -163,15 +170,19 @@ impl HttpConn {
             return None;
         }
         Some(PendingKey {
+            agent: self.agent.clone(),
             dst: self.dst().0,
-            session: call.session.as_deref()?.into(),
+            session: Some(call.session.as_deref()?.into()),
             direction: Direction::ClientToServer,
             id: call.id.clone()?,
         })
     }
 
-    /// The agent answers a request its server sent it: forwarded as is; the
-    /// record is that server-to-client call's.
+    /// The agent answers a request its server sent it: forwarded as is when
+    /// egress allows the destination and the daemon saw that request on one
+    /// of this agent's streams to this server (same session, same id); the
+    /// record is that server-to-client call's. Any other reply is refused: a
+    /// body shaped as a reply must not carry data past every decision.
     pub(super) async fn forward_reply(
         self: &Arc<Self>,
         mut ex: Exchange,
@@ -186,22 +197,40 @@ impl HttpConn {
         ex.summary.method = "reply".into();
         ex.summary.jsonrpc_id = id.clone();
         ex.summary.session = session.clone();
-        ex.rule = "reply".into();
-        if let (Some(id), Some(session)) = (id, session.as_deref()) {
-            let key = PendingKey {
-                dst: self.dst().0,
-                session: session.into(),
+        let dst = self.dst();
+        let policy = self.proxy.policies.snapshot();
+        match policy.decide_egress(&self.agent, dst.normalized(), ex.server_name.as_deref()) {
+            EgressDecision::Refuse { rule, reason } => {
+                return self.refuse_reply(ex, id.as_ref(), &rule, reason);
+            }
+            EgressDecision::Allow { .. } => {}
+        }
+        let request = id.clone().and_then(|id| {
+            self.proxy.sessions.take_pending(&PendingKey {
+                agent: self.agent.clone(),
+                dst: dst.0,
+                session: session.as_deref().map(Arc::from),
                 direction: Direction::ServerToClient,
                 id,
-            };
-            if let Some(Pending::ServerRequest { method, name, seen }) =
-                self.proxy.sessions.take_pending(&key)
-            {
-                ex.summary.method = method;
-                ex.summary.name = name;
-                ex.clock = seen;
-            }
-        }
+            })
+        });
+        let Some(Pending::ServerRequest { method, name, seen }) = request else {
+            let reason = format!(
+                "a JSON-RPC reply (id {}) to no request this server sent agent {} in {}; \
+                 replies pass only as answers to requests the mesh saw",
+                id.as_ref()
+                    .map_or_else(|| "null".to_owned(), |i| i.to_string()),
+                self.agent,
+                session
+                    .as_deref()
+                    .map_or_else(|| "no session".to_owned(), |s| format!("session {s}")),
+            );
+            return self.refuse_reply(ex, id.as_ref(), RULE_UNMATCHED_REPLY, reason);
+        };
+        ex.rule = "reply".into();
+        ex.summary.method = method;
+        ex.summary.name = name;
+        ex.clock = seen;
         apply_status(&mut ex.summary, &status, false);
         let req = Request::from_parts(parts, body);
         match self.send_upstream(req).await {
@@ -215,5 +244,21 @@ impl HttpConn {
             }
             Err(e) => ex.upstream_failed(&e),
         }
+    }
+
+    /// Refuses a reply: 403 and a JSON-RPC error carrying the reply's id.
+    fn refuse_reply(
+        &self,
+        mut ex: Exchange,
+        id: Option<&RpcId>,
+        rule: &str,
+        reason: String,
+    ) -> Response<ProxyBody> {
+        ex.verdict = Verdict::RefusedPolicy;
+        ex.rule = rule.to_owned();
+        let mut resp = jsonrpc_refusal(id, rule, &reason, ex.audit_id, Framing::Json);
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+        ex.reason = Some(reason);
+        ex.respond_now(resp)
     }
 }

@@ -3,6 +3,7 @@
 //! the in-memory maps as sock_ops would, and real upstream servers; by
 //! subject in the sibling files.
 mod budget;
+mod bypass;
 mod http_mcp;
 mod http_stream;
 mod opaque;
