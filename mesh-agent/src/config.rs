@@ -146,6 +146,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// from other protocols; a client that stays silent (server-speaks-first
 /// protocols) is relayed as opaque TCP after it.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long the proxy waits for a client's first bytes when the destination
+/// is governed above TCP (an `mcp`, `llm`, `a2a` or `tls.terminate` entry):
+/// such a connection is never relayed as opaque bytes, so a client that
+/// stays silent (or stops mid-prefix) this long is refused.
+pub const L7_SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the proxy waits for the original destination to accept.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

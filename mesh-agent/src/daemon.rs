@@ -14,8 +14,8 @@ use crate::{
     budget::{Ledger, SystemClock},
     cgroup,
     config::{
-        proxy_worker_count, Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, RECORD_RING_CAPACITY,
-        SELECTOR_RECORD_FILE, SNIFF_TIMEOUT,
+        proxy_worker_count, Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, L7_SNIFF_TIMEOUT,
+        RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE, SNIFF_TIMEOUT,
     },
     jobs,
     kernel_events::{forward_kernel_logs, RefusedConnects},
@@ -110,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         l7: L7Settings {
             body_limit: config.max_body_bytes,
             sniff_timeout: SNIFF_TIMEOUT,
+            l7_sniff_timeout: L7_SNIFF_TIMEOUT,
         },
         mesh_ca,
     }));

@@ -101,6 +101,17 @@ impl EgressEntry {
     }
 }
 
+impl EgressEntry {
+    /// [`EgressEntry::matches`], where a name entry also matches while no
+    /// name is known (it may turn out to be that name).
+    pub fn may_match(&self, ip: IpAddr, port: u16, server_name: Option<&str>) -> bool {
+        match (&self.addr, server_name) {
+            (AddrMatch::Name(_), None) => self.ports.contains(port),
+            _ => self.matches(ip, port, server_name),
+        }
+    }
+}
+
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`, as seen by a dual-stack socket) is the
 /// IPv4 peer it stands for, so IPv4 rules must apply to it.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {

@@ -325,6 +325,37 @@ impl PolicySet {
         self.agents.get(agent).and_then(|p| p.quarantine.as_ref())
     }
 
+    /// Whether `agent`'s policy governs calls to `dst` above TCP: an `mcp`,
+    /// `llm` or `a2a` entry, or a `tls.terminate` entry, that a connection to
+    /// `dst` may be for. A named entry counts when `server_name` (the SNI)
+    /// is that name, or is not known yet. Such a connection must be read as
+    /// the protocol it is, never relayed as opaque bytes. The answer names
+    /// the entry, for reasons.
+    pub fn l7_entry_for(
+        &self,
+        agent: &str,
+        dst: SocketAddr,
+        server_name: Option<&str>,
+    ) -> Option<String> {
+        let policy = self.agents.get(agent)?;
+        let dst = SocketAddr::new(canonical_ip(dst.ip()), dst.port());
+        let mcp = policy.mcp.iter().flatten().map(|s| &s.address);
+        let llm = policy.llm.iter().flatten().map(|l| &l.address);
+        let a2a = policy.a2a.iter().flatten().map(|p| &p.address);
+        if let Some(a) = mcp
+            .chain(llm)
+            .chain(a2a)
+            .find(|a| a.may_be(dst, server_name))
+        {
+            return Some(format!("{:?} ({})", a.text, policy.file));
+        }
+        policy
+            .terminate
+            .iter()
+            .find(|e| e.may_match(dst.ip(), dst.port(), server_name))
+            .map(|e| format!("tls.terminate {:?} ({})", e.text, policy.file))
+    }
+
     /// `(agent, glob)` for every policy with a `match.cgroup` selector: the
     /// daemon tags cgroups matching `glob` (relative to the cgroup root) as `agent`.
     pub fn cgroup_selectors(&self) -> Vec<(String, String)> {

@@ -150,6 +150,18 @@ impl ServerAddress {
         host && self.path_matches(request_path)
     }
 
+    /// Whether a connection to `dst` (canonical IP) may be for this address
+    /// before its requests were read: same port, and the same IP, or this
+    /// name as `server_name` (the SNI), or any name while none is known.
+    pub fn may_be(&self, dst: SocketAddr, server_name: Option<&str>) -> bool {
+        dst.port() == self.port
+            && match &self.host {
+                Host::Ip(ip) => *ip == dst.ip(),
+                Host::Name(name) => server_name
+                    .is_none_or(|s| s.strip_suffix('.').unwrap_or(s).eq_ignore_ascii_case(name)),
+            }
+    }
+
     fn path_matches(&self, request_path: &str) -> bool {
         let Some(prefix) = &self.path else {
             return true;

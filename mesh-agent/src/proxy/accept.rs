@@ -20,6 +20,10 @@ use crate::{
     records::{Identity, Verdict},
 };
 
+/// The rule a connection is refused under when its destination is governed
+/// above TCP and it sent nothing mesh can read as that protocol.
+pub const RULE_L7_UNREADABLE: &str = "l7.unreadable";
+
 impl Proxy {
     /// Serves one accepted connection to its end, from the kernel's record
     /// to the path its first bytes choose.
@@ -71,8 +75,40 @@ impl Proxy {
                 return;
             };
             let mut client = client;
-            let (prefix, sniffed) = sniff_client(&mut client, self.l7.sniff_timeout).await;
+            // A destination governed above TCP is never relayed as opaque
+            // bytes: its client gets longer to speak, then is refused.
+            let l7_entry = self
+                .policies
+                .snapshot()
+                .l7_entry_for(&agent, dst.normalized(), None);
+            let timeout = match l7_entry {
+                Some(_) => self.l7.l7_sniff_timeout,
+                None => self.l7.sniff_timeout,
+            };
+            let (prefix, sniffed) = sniff_client(&mut client, timeout).await;
             match sniffed {
+                Sniffed::Opaque if l7_entry.is_some() => {
+                    conn.protocol = Some(Protocol::Tcp);
+                    let reason = format!(
+                        "{dst} is governed above TCP by {}, and the connection sent \
+                         {} bytes that are neither HTTP nor TLS{}",
+                        l7_entry.unwrap_or_default(),
+                        prefix.len(),
+                        if prefix.len() < sniff::SNIFF_MAX_BYTES {
+                            format!(" before it went quiet or closed (waited {timeout:?})")
+                        } else {
+                            String::new()
+                        },
+                    );
+                    drop(client);
+                    self.finish(
+                        &conn,
+                        Verdict::RefusedPolicy,
+                        RULE_L7_UNREADABLE,
+                        Some(reason),
+                        (0, 0),
+                    );
+                }
                 Sniffed::Opaque => {
                     conn.protocol = Some(Protocol::Tcp);
                     self.relay_opaque(conn, &agent, client, prefix).await;

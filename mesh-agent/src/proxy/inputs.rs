@@ -11,8 +11,13 @@ use std::{
 
 use super::tls::MeshCa;
 use crate::{
-    bpf::OrigDstSource, budget::Ledger, config::SNIFF_TIMEOUT, metrics::Metrics,
-    policy::PolicyStore, records::RecordLog, state::Governor,
+    bpf::OrigDstSource,
+    budget::Ledger,
+    config::{L7_SNIFF_TIMEOUT, SNIFF_TIMEOUT},
+    metrics::Metrics,
+    policy::PolicyStore,
+    records::RecordLog,
+    state::Governor,
 };
 
 /// L7 settings.
@@ -22,6 +27,9 @@ pub struct L7Settings {
     pub body_limit: usize,
     /// How long to wait for a client's first bytes.
     pub sniff_timeout: Duration,
+    /// The same, when the destination is governed above TCP (such a
+    /// connection is refused, never relayed as opaque, after it).
+    pub l7_sniff_timeout: Duration,
 }
 
 impl Default for L7Settings {
@@ -29,6 +37,7 @@ impl Default for L7Settings {
         L7Settings {
             body_limit: crate::config::DEFAULT_MAX_BODY_BYTES,
             sniff_timeout: SNIFF_TIMEOUT,
+            l7_sniff_timeout: L7_SNIFF_TIMEOUT,
         }
     }
 }

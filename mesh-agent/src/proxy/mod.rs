@@ -33,8 +33,10 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::warn;
 
 pub use self::{
+    accept::RULE_L7_UNREADABLE,
     conn::{Conn, MarkedSockets, SocketFactory},
     inputs::{ActiveConnections, ActiveGuard, L7Settings, ProxyParts},
+    terminate::RULE_TLS_UNREAD,
 };
 use self::{http::Sessions, pool::UpstreamPool, terminate::UpstreamTlsConfigs, tls::MeshCa};
 use crate::{

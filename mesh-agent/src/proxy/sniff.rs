@@ -377,14 +377,14 @@ fn parse_alpn(data: &[u8]) -> Option<Vec<Vec<u8>>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use rustls::{pki_types::ServerName, ClientConfig, ClientConnection, RootCertStore};
 
     use super::*;
 
-    fn client_hello_bytes(server_name: &str, alpn: &[&[u8]]) -> Vec<u8> {
+    pub(crate) fn client_hello_bytes(server_name: &str, alpn: &[&[u8]]) -> Vec<u8> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -16,6 +16,10 @@ use crate::{
     records::Verdict,
 };
 
+/// The rule TLS to a destination governed above TCP is refused under when
+/// the mesh does not terminate it.
+pub const RULE_TLS_UNREAD: &str = "tls.passthrough";
+
 impl Proxy {
     pub(super) async fn handle_tls(
         self: Arc<Self>,
@@ -30,7 +34,28 @@ impl Proxy {
         let sni = hello.sni.as_deref();
         let policy = self.policies.snapshot();
         let upstream_ca = match policy.tls_mode(&agent, dst.normalized(), sni) {
-            TlsMode::Passthrough => return self.relay_opaque(conn, &agent, client, prefix).await,
+            TlsMode::Passthrough => {
+                // Calls the policy governs cannot be read inside TLS the mesh
+                // does not terminate: refused, never passed through unread.
+                if let Some(entry) = policy.l7_entry_for(&agent, dst.normalized(), sni) {
+                    let reason = format!(
+                        "{dst}{} is governed above TCP by {entry}, but its TLS is not \
+                         terminated by the mesh, so its calls cannot be read (add the \
+                         destination to tls.terminate)",
+                        sni.map(|s| format!(" (SNI {s:?})")).unwrap_or_default(),
+                    );
+                    drop(client);
+                    self.finish(
+                        &conn,
+                        Verdict::RefusedPolicy,
+                        RULE_TLS_UNREAD,
+                        Some(reason),
+                        (0, 0),
+                    );
+                    return;
+                }
+                return self.relay_opaque(conn, &agent, client, prefix).await;
+            }
             TlsMode::Terminate { upstream_ca } => upstream_ca,
         };
         // The L4/SNI decision first: a refused destination never sees a

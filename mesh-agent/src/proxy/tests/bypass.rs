@@ -42,3 +42,89 @@ async fn a_reply_is_held_to_egress_like_any_request() {
         "{r:?}"
     );
 }
+
+/// Sends `first`, waits past the sniff timeouts, then the rest; returns what
+/// the client got back.
+async fn send_with_pause(f: &Fixture, dst: SocketAddr, first: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut client = governed_client(f, dst).await;
+    client.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = client.write_all(rest).await;
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out).await;
+    out
+}
+
+#[tokio::test]
+async fn pausing_before_or_inside_a_request_to_an_mcp_server_does_not_make_it_opaque() {
+    let upstream = mcp_upstream().await;
+    let f = fixture(&policy_with_mcp_server(&upstream.to_string())).await;
+    let delete = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"delete","arguments":{}}}"#;
+    let request = post("/mcp", delete, "");
+    let (head, tail) = request.as_bytes().split_at(3);
+    // Silent first, and a three-byte prefix then a pause: both would have
+    // been relayed as opaque bytes, the denied tool with them.
+    for (first, rest) in [(&b""[..], request.as_bytes()), (head, tail)] {
+        let got = send_with_pause(&f, upstream, first, rest).await;
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            !got.contains(r#""text":"5""#),
+            "the call was forwarded: {got}"
+        );
+    }
+    let records = wait_records(&f.records, 2).await;
+    let unreadable: Vec<_> = records
+        .iter()
+        .filter(|r| r.rule.as_deref() == Some(crate::proxy::RULE_L7_UNREADABLE))
+        .collect();
+    assert_eq!(unreadable.len(), 2, "{records:?}");
+    assert!(unreadable
+        .iter()
+        .all(|r| r.verdict == Verdict::RefusedPolicy && r.reason.is_some()));
+}
+
+#[tokio::test]
+async fn a_request_that_pauses_within_the_l7_wait_is_still_decided() {
+    let upstream = mcp_upstream().await;
+    let f = fixture(&policy_with_mcp_server(&upstream.to_string())).await;
+    // Past the plain sniff timeout (50 ms) but within the L7 wait (200 ms):
+    // read as HTTP, and the denied tool is refused by its rule.
+    let delete = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"delete","arguments":{}}}"#;
+    let request = post("/mcp", delete, "");
+    let mut client = governed_client(&f, upstream).await;
+    client.write_all(&request.as_bytes()[..3]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.write_all(&request.as_bytes()[3..]).await.unwrap();
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("-32001") && out.contains("deny"), "{out}");
+}
+
+#[tokio::test]
+async fn tls_the_mesh_does_not_terminate_is_refused_to_an_mcp_server() {
+    let upstream = echo_server().await;
+    let f = fixture(&policy_with_mcp_server(&upstream.to_string())).await;
+    let mut client = governed_client(&f, upstream).await;
+    // A real ClientHello for a name the policy does not terminate.
+    let hello = crate::proxy::sniff::tests::client_hello_bytes("tools.example", &[]);
+    client.write_all(&hello).await.unwrap();
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out).await;
+    assert!(out.is_empty(), "the hello was relayed: {out:?}");
+    let r = wait_records(&f.records, 1).await.remove(0);
+    assert_eq!(r.verdict, Verdict::RefusedPolicy);
+    assert_eq!(r.rule.as_deref(), Some(crate::proxy::RULE_TLS_UNREAD));
+}
+
+#[tokio::test]
+async fn opaque_tcp_elsewhere_is_still_relayed_after_the_sniff_timeout() {
+    let upstream = echo_server().await;
+    let f = fixture(&policy_allowing(&upstream.to_string())).await;
+    let mut client = governed_client(&f, upstream).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.write_all(b"\x00hello").await.unwrap();
+    let mut buf = [0u8; 6];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"\x00hello");
+}

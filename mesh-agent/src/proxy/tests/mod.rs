@@ -73,6 +73,7 @@ async fn fixture(policy: &str) -> Fixture {
         l7: L7Settings {
             body_limit: 1024,
             sniff_timeout: Duration::from_millis(50),
+            l7_sniff_timeout: Duration::from_millis(200),
         },
         mesh_ca: None,
     }));
@@ -142,6 +143,16 @@ async fn wait_records(records: &RecordLog, n: usize) -> Vec<ConnectionRecord> {
 
 fn policy_allowing(dst: &str) -> String {
     format!("apiVersion: mesh/v1\nkind: AgentPolicy\nagent: bot\negress:\n  allow: [\"{dst}\"]\n")
+}
+
+/// Egress to `dst`, which is also declared as an MCP server whose `delete`
+/// tool is denied.
+fn policy_with_mcp_server(dst: &str) -> String {
+    format!(
+        "{}mcp:\n  - server: tools\n    address: \"{dst}\"\n    tools:\n      \
+         read: [\"*\"]\n      deny: [\"delete\"]\n    grant: [read]\n",
+        policy_allowing(dst)
+    )
 }
 
 /// An HTTP/1.1 upstream answering every POST like an MCP server would:
