@@ -8,12 +8,14 @@
 //! - [`mcp`] and [`a2a`]: HTTP request + JSON-RPC message into a [`Call`].
 //! - [`llm`]: OpenAI and Anthropic request fields and usage, streaming included.
 //! - [`request`]: the entry point the proxy calls for every HTTP request.
+//! - [`path`]: request paths in the one form policy matches and servers route.
 //! - [`list_filter`]: MCP list results without the items an agent may not use.
 pub mod a2a;
 pub mod jsonrpc;
 pub mod list_filter;
 pub mod llm;
 pub mod mcp;
+pub mod path;
 pub mod request;
 pub mod sse;
 
@@ -260,6 +262,8 @@ pub enum L7Error {
     },
     #[error("body larger than the {limit}-byte inspection limit")]
     TooLarge { limit: usize },
+    #[error(transparent)]
+    Path(#[from] path::PathError),
 }
 
 impl L7Error {
@@ -275,7 +279,10 @@ impl L7Error {
     pub fn jsonrpc_code(&self) -> i64 {
         match self {
             L7Error::Parse(_) => -32700,
-            L7Error::InvalidRequest(_) | L7Error::Batch | L7Error::TooLarge { .. } => -32600,
+            L7Error::InvalidRequest(_)
+            | L7Error::Batch
+            | L7Error::TooLarge { .. }
+            | L7Error::Path(_) => -32600,
             // MCP 2026-07-28: headers that disagree with the body.
             L7Error::HeaderMismatch { .. } => mcp::HEADER_MISMATCH_CODE,
         }

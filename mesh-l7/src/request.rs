@@ -63,11 +63,31 @@ pub fn wants_body(head: &Parts) -> bool {
         || llm::classify(&head.method, head.uri.path(), b"").is_some()
 }
 
+/// Whether a body that starts with `head` is JSON, as far as its first
+/// meaningful byte tells: an object or array (after a UTF-8 BOM and
+/// whitespace), or UTF-16/32 text (NUL bytes, which UTF-8 JSON never has).
+/// None while `head` is only whitespace (or a BOM prefix): read more.
+pub fn starts_like_json(head: &[u8]) -> Option<bool> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if memchr::memchr(0, head).is_some() {
+        return Some(true);
+    }
+    if head.len() < BOM.len() && BOM.starts_with(head) {
+        return None;
+    }
+    let body = head.strip_prefix(BOM).unwrap_or(head);
+    body.iter()
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .map(|first| matches!(first, b'{' | b'['))
+}
+
 /// Says what a request is. Order: bodiless MCP/A2A requests (agent card,
-/// stream open, session delete); LLM API paths (skipped when the head says
-/// MCP or A2A: the 2024 TypeScript SDK posts MCP messages to `/messages`,
-/// which looks like Anthropic's API); then a JSON-RPC body, as A2A or MCP;
-/// anything else is [`Classified::Plain`].
+/// stream open, session delete); LLM API paths whose body is an LLM request,
+/// whatever the headers say (MCP or A2A headers on a body that is not one
+/// go on: the 2024 TypeScript SDK posts MCP messages to `/messages`, which
+/// looks like Anthropic's API); then a JSON-RPC body, as A2A or MCP; anything
+/// else is [`Classified::Plain`].
 ///
 /// Errors are refusals: the proxy answers with the error's HTTP status and
 /// JSON-RPC code and does not forward the request.
@@ -82,9 +102,22 @@ pub fn classify(head: &Parts, body: &[u8]) -> Result<Classified, L7Error> {
     if let Some(call) = mcp::bodiless_call(head, &mcp_head) {
         return Ok(Classified::Call(call));
     }
-    if !signs {
-        if let Some(req) = llm::classify(&head.method, head.uri.path(), body) {
-            return req.map(|r| Classified::Call(llm_call(r)));
+    if let Some(req) = llm::classify(&head.method, head.uri.path(), body) {
+        match req {
+            Err(e) if !signs => return Err(e),
+            // MCP or A2A headers on an LLM API path whose body is not an LLM
+            // request: the MCP/A2A message below (the 2024 TypeScript SDK
+            // posts to `/messages`).
+            Err(_) => {}
+            // An LLM request is one whatever headers claim; a body that is
+            // also a JSON-RPC message could be served as either.
+            Ok(r) if signs && jsonrpc::parse_message(body).is_ok() => {
+                return Err(L7Error::InvalidRequest(format!(
+                    "the body is both a JSON-RPC message and a {} request for model {:?}",
+                    r.api, r.model
+                )))
+            }
+            Ok(r) => return Ok(Classified::Call(llm_call(r))),
         }
     }
 
@@ -227,6 +260,7 @@ fn claims_agent_rpc(body: &[u8], e: &L7Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::mcp::McpGeneration;
     use serde_json::json;
 
@@ -239,6 +273,54 @@ mod tests {
     }
 
     const JSON: (&str, &str) = ("content-type", "application/json");
+
+    #[test]
+    fn a_body_says_whether_it_is_json_from_its_first_meaningful_byte() {
+        assert_eq!(starts_like_json(b""), None);
+        assert_eq!(starts_like_json(b" \r\n\t"), None);
+        assert_eq!(starts_like_json(b"\xEF\xBB"), None);
+        assert_eq!(starts_like_json(b"  {\"jsonrpc\""), Some(true));
+        assert_eq!(starts_like_json(b"\xEF\xBB\xBF["), Some(true));
+        assert_eq!(starts_like_json(b"{\x00\"\x00"), Some(true));
+        assert_eq!(starts_like_json(b"\xFF\xFE{\x00"), Some(true));
+        assert_eq!(starts_like_json(b"name=value"), Some(false));
+        assert_eq!(starts_like_json(b"\n<xml/>"), Some(false));
+    }
+    #[test]
+    fn what_the_body_is_decides_not_what_the_headers_claim() {
+        // A JSON-RPC call sent as text/plain (the proxy reads such a body
+        // whole once it starts like JSON) is MCP.
+        let tools_call =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm"}}"#;
+        let plain = head("POST", "/mcp", &[("content-type", "text/plain")]);
+        let c = call(classify(&plain, tools_call));
+        assert_eq!((c.protocol, c.name.as_deref()), (Protocol::Mcp, Some("rm")));
+
+        // MCP headers on an LLM request do not make it MCP: it is an LLM
+        // call, with its model and budget checks.
+        let mcp_headers = [JSON, ("mcp-protocol-version", "2025-06-18")];
+        let chat = head("POST", "/v1/chat/completions", &mcp_headers);
+        let c = call(classify(&chat, br#"{"model":"gpt-big","messages":[]}"#));
+        assert_eq!(
+            (c.protocol, c.name.as_deref()),
+            (Protocol::Llm, Some("gpt-big"))
+        );
+
+        // A body that is both could be served as either: refused.
+        let both = br#"{"jsonrpc":"2.0","id":1,"method":"ping","model":"gpt-big","messages":[]}"#;
+        assert!(matches!(
+            classify(&chat, both),
+            Err(L7Error::InvalidRequest(m)) if m.contains("both")
+        ));
+
+        // The 2024 TypeScript SDK's MCP POST to `/messages` stays MCP.
+        let legacy = head("POST", "/messages?sessionId=s", &mcp_headers);
+        let c = call(classify(
+            &legacy,
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        ));
+        assert_eq!(c.protocol, Protocol::Mcp);
+    }
 
     fn call(c: Result<Classified, L7Error>) -> Call {
         match c {

@@ -66,6 +66,8 @@ impl LlmApi {
     /// `/openai/v1`, …). None if it is none of them.
     fn from_path(path: &str) -> Option<LlmApi> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
+        // Servers route `/v1/chat/completions/` like the path without it.
+        let path = path.trim_end_matches('/');
         if path.ends_with("/chat/completions") {
             Some(LlmApi::ChatCompletions)
         } else if path.ends_with("/responses") {

@@ -4,9 +4,11 @@
 use hyper::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
     http::request::Parts,
+    Uri,
 };
 
 use super::{upgrade::Upgrade, HttpConn};
+use crate::l7::path::{self, PathError};
 
 /// Connection-level headers are not forwarded (RFC 9110 section 7.6.1), nor
 /// those the `Connection` header names.
@@ -80,6 +82,24 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(header::TE);
     }
+}
+
+/// Rewrites the request's path to its canonical form (`l7::path`), so that
+/// the server routes the path policy matched; refuses the spellings whose
+/// meaning depends on the server.
+pub(super) fn normalize_path(parts: &mut Parts) -> Result<(), PathError> {
+    let Some(path) = path::normalize(parts.uri.path())? else {
+        return Ok(());
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    // Only characters the original path had (or fewer) remain: it parses.
+    uri.path_and_query = path_and_query.parse().ok();
+    parts.uri = Uri::from_parts(uri).map_err(|_| PathError::BadEscape(path_and_query))?;
+    Ok(())
 }
 
 /// The `Content-Type`, "" when absent or not text.

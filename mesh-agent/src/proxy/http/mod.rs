@@ -1,7 +1,8 @@
 //! HTTP/1.1 and HTTP/2 from governed agents (ARCHITECTURE.md section 2,
 //! step 4). Each request goes down one pipeline, a stage per step:
 //!
-//! 1. header hygiene (`headers`, `upgrade`);
+//! 1. header hygiene (`headers`, `upgrade`), the path in canonical form
+//!    (`headers::normalize_path`);
 //! 2. the body, buffered only when its content decides policy
 //!    (`proxy::body`);
 //! 3. classify (MCP, A2A, LLM API or plain HTTP; `l7::request`), opening
@@ -108,7 +109,11 @@ impl HttpConn {
         let (clock, started) = (Instant::now(), SystemTime::now());
         let (mut parts, body) = req.into_parts();
         let upgrade = headers::prepare_request(&mut parts);
+        let path = headers::normalize_path(&mut parts);
         let mut ex = Exchange::begin(&self, &parts, clock, started);
+        if let Err(e) = path {
+            return ex.refuse_malformed(&e.into());
+        }
 
         let limit = self.proxy.l7.body_limit;
         let (inspected, mut upstream_body) = match read_body(&parts, body, limit).await {

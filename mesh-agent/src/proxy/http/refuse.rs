@@ -272,6 +272,8 @@ pub fn unfiltered_error(
 
 /// Rule named in records and errors when a list result could not be filtered.
 pub const RULE_LIST_FILTER: &str = "mcp.list_filter";
+/// The rule a request body in a content-encoding is refused under.
+pub const RULE_CONTENT_ENCODING: &str = "l7.content_encoding";
 
 impl Exchange {
     /// The request body could not be read: too large (the parse's refusal)
@@ -279,6 +281,23 @@ impl Exchange {
     pub(super) fn refuse_unread(mut self, e: ReadError, limit: usize) -> Response<ProxyBody> {
         match e {
             ReadError::TooLarge => self.refuse_malformed(&L7Error::TooLarge { limit }),
+            ReadError::Encoded(coding) => {
+                let reason = format!(
+                    "the request body is sent with content-encoding {coding:?}, which the \
+                     mesh does not decode before deciding; send it uncompressed"
+                );
+                self.verdict = Verdict::Malformed;
+                self.rule = RULE_CONTENT_ENCODING.into();
+                let audit_id = self.audit_id;
+                let resp = http_refusal(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    RULE_CONTENT_ENCODING,
+                    &reason,
+                    audit_id,
+                );
+                self.reason = Some(reason);
+                self.respond_now(resp)
+            }
             ReadError::Client(e) => {
                 self.verdict = Verdict::Malformed;
                 self.reason = Some(format!("reading the request body: {e}"));

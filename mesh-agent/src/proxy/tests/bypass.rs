@@ -128,3 +128,75 @@ async fn opaque_tcp_elsewhere_is_still_relayed_after_the_sniff_timeout() {
     client.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"\x00hello");
 }
+
+const DELETE: &str =
+    r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"delete","arguments":{}}}"#;
+
+#[tokio::test]
+async fn a_json_rpc_call_sent_as_another_content_type_is_still_decided() {
+    let upstream = mcp_upstream().await;
+    let f = fixture(&policy_with_mcp_server(&upstream.to_string())).await;
+    for ct in [
+        "text/plain",
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+    ] {
+        let request = post("/mcp", &format!("\r\n {DELETE}"), "").replace(
+            "content-type: application/json",
+            &format!("content-type: {ct}"),
+        );
+        let resp = exchange(&f, upstream, &request).await;
+        assert!(
+            resp.contains("-32001") && resp.contains("deny"),
+            "{ct}: the denied tool was not refused: {resp}"
+        );
+    }
+    // A body that is not JSON still streams through as plain HTTP.
+    let form = post("/mcp", "a=1", "").replace("application/json", "text/plain");
+    let resp = exchange(&f, upstream, &form).await;
+    assert!(!resp.contains("-32001"), "{resp}");
+}
+
+#[tokio::test]
+async fn a_compressed_request_body_is_refused_not_forwarded_unread() {
+    let upstream = mcp_upstream().await;
+    let f = fixture(&policy_with_mcp_server(&upstream.to_string())).await;
+    for coding in ["gzip", "br", "identity, zstd"] {
+        let request = post("/mcp", DELETE, &format!("content-encoding: {coding}\r\n"));
+        let resp = exchange(&f, upstream, &request).await;
+        assert!(resp.starts_with("HTTP/1.1 415"), "{coding}: {resp}");
+        assert!(resp.contains("l7.content_encoding"), "{resp}");
+    }
+    let r = call_record(&f).await;
+    assert_eq!(r.verdict, Verdict::Malformed);
+    assert_eq!(r.rule.as_deref(), Some("l7.content_encoding"));
+}
+
+#[tokio::test]
+async fn paths_are_matched_in_the_form_the_server_routes() {
+    let upstream = mcp_upstream().await;
+    // Only /mcp on this server is declared; everything else on it is refused.
+    let policy = policy_with_mcp_server(&format!("{upstream}/mcp")).replacen(
+        &format!("\"{upstream}/mcp\"]"),
+        &format!("\"{upstream}\"]"),
+        1,
+    );
+    let f = fixture(&policy).await;
+    let read =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read","arguments":{}}}"#;
+    let ok = exchange(&f, upstream, &post("/mcp", read, "")).await;
+    assert!(ok.contains(r#""text":"5""#), "{ok}");
+    // `/mcp/../admin` is `/admin` to the server: not the declared endpoint.
+    for path in ["/mcp/../admin", "/mcp/%2e%2E/admin", "/mcp/./../admin"] {
+        let resp = exchange(&f, upstream, &post(path, read, "")).await;
+        assert!(
+            resp.contains("-32001") && resp.contains("mcp.undeclared"),
+            "{path}: {resp}"
+        );
+    }
+    // Spellings servers read differently are refused outright.
+    for path in ["/mcp%2F..%2Fadmin", "/mcp/a%5c..", "/mcp%00"] {
+        let resp = exchange(&f, upstream, &post(path, read, "")).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+    }
+}
