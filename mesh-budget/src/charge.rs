@@ -47,6 +47,9 @@ pub struct LlmCharge {
     pub input_bound: u64,
     /// The output tokens reserved: a stream is ended before it passes them.
     pub output_bound: u64,
+    /// The mesh asked a streamed chat completion for its usage: the chunk
+    /// carrying it is not the client's to see.
+    pub usage_injected: bool,
 }
 
 impl Charge {
@@ -65,7 +68,8 @@ pub enum RefusalKind {
     /// enough (HTTP 429).
     Exhausted,
     /// The call cannot be costed (a model without a price under a usd
-    /// budget): retrying cannot help (HTTP 403).
+    /// budget, a call whose usage the mesh cannot read): retrying cannot
+    /// help (HTTP 403).
     Unpriced,
 }
 
@@ -115,6 +119,13 @@ pub fn reserve(
 ) -> Result<Reserved, BudgetRefusal> {
     match (&call.protocol, &call.llm) {
         (Protocol::Llm, Some(request)) => {
+            if request.background && scope.counts_tokens_or_usd() {
+                return Err(unaccountable(
+                    scope,
+                    "a background response (`background: true`) reports its usage \
+                     only to whoever polls for it later, so it cannot be counted",
+                ));
+            }
             let output_bound = request
                 .max_output_tokens
                 .or(scope.max_output_tokens)
@@ -146,10 +157,16 @@ pub fn reserve(
             let reservation = ledger
                 .reserve(agent, &scope.budgets, spend)
                 .map_err(|e| BudgetRefusal::exhausted(&e))?;
-            let rewritten_body = match request.max_output_tokens {
-                Some(_) => None,
-                None => llm::with_output_bound(request.api, body, output_bound),
+            let usage_injected =
+                request.api == LlmApi::ChatCompletions && request.stream && !request.include_usage;
+            let rewrite = llm::BudgetRewrite {
+                max_tokens: request.max_output_tokens.is_none().then_some(output_bound),
+                include_usage: usage_injected,
             };
+            let rewritten_body = llm::rewrite_for_budget(request.api, body, rewrite);
+            // Not rewritten (cannot be, in practice: it parsed as an object):
+            // the client's own stream options stand.
+            let usage_injected = usage_injected && rewritten_body.is_some();
             Ok(Reserved {
                 charge: Charge::Llm(Box::new(LlmCharge {
                     reservation,
@@ -157,10 +174,20 @@ pub fn reserve(
                     price,
                     input_bound,
                     output_bound,
+                    usage_injected,
                 })),
                 rewritten_body,
             })
         }
+        (Protocol::Http, _) => Err(unaccountable(
+            scope,
+            &format!(
+                "{} {} at an llm endpoint is not an API the mesh reads usage of \
+                 (chat completions, responses, messages)",
+                call.method,
+                call.name.as_deref().unwrap_or("")
+            ),
+        )),
         _ => {
             let spend = Spend {
                 calls: 1,
@@ -174,6 +201,23 @@ pub fn reserve(
                 rewritten_body: None,
             })
         }
+    }
+}
+
+/// The refusal of an LLM call whose usage cannot be counted against the
+/// scope's token or usd budget.
+pub fn unaccountable(scope: &BudgetScope<'_>, why: &str) -> BudgetRefusal {
+    let name = scope
+        .budgets
+        .iter()
+        .find(|b| matches!(b.limit, BudgetLimit::Usd(_) | BudgetLimit::Tokens(_)))
+        .map_or("", |b| &*b.name);
+    BudgetRefusal {
+        kind: RefusalKind::Unpriced,
+        rule: format!("budgets[{name}]"),
+        reason: format!("{why}; budget {name} counts what calls use"),
+        on_exhaust: OnExhaust::Halt,
+        retry_after: None,
     }
 }
 

@@ -30,6 +30,9 @@ const A2A_MESSAGE_METHODS: &[&str] = &[
     "message/stream",
 ];
 
+/// Plain HTTP methods that read: free at an LLM endpoint.
+const FREE_HTTP_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
+
 /// What a call is charged against under one policy snapshot.
 #[derive(Debug)]
 pub struct BudgetScope<'p> {
@@ -46,6 +49,14 @@ impl BudgetScope<'_> {
         self.budgets
             .iter()
             .any(|b| matches!(b.limit, BudgetLimit::Usd(_)))
+    }
+
+    /// Whether a `tokens` or `usd` budget is among them: what a call uses
+    /// must then be readable.
+    pub fn counts_tokens_or_usd(&self) -> bool {
+        self.budgets
+            .iter()
+            .any(|b| matches!(b.limit, BudgetLimit::Usd(_) | BudgetLimit::Tokens(_)))
     }
 
     /// The price of `model`: its own entry, else the first entry whose key,
@@ -129,6 +140,29 @@ impl PolicySet {
                         b.server
                             .as_deref()
                             .is_none_or(|want| peer.is_some_and(|p| *p.agent == *want))
+                    })
+                    .collect()
+            }
+            // Anything else sent to an LLM endpoint (legacy completions,
+            // embeddings, batches, a realtime upgrade) may spend tokens the
+            // mesh cannot read: charged to the token and usd budgets, which
+            // refuse it. Reading (GET, HEAD, OPTIONS) is free.
+            Protocol::Http if !FREE_HTTP_METHODS.contains(&call.method.as_str()) => {
+                let endpoint = policy.llm.as_deref().and_then(|endpoints| {
+                    endpoints
+                        .iter()
+                        .find(|e| e.address.matches(dst, ctx.server_name, ctx.path))
+                });
+                if endpoint.is_none() {
+                    return None;
+                }
+                policy
+                    .budgets
+                    .iter()
+                    .filter(|b| {
+                        b.server.is_none()
+                            && b.tool.is_none()
+                            && !matches!(b.limit, BudgetLimit::Calls(_))
                     })
                     .collect()
             }

@@ -97,6 +97,7 @@ fn llm_call(api: LlmApi, model: &str) -> Call {
         stream: false,
         include_usage: true,
         input_bytes: 10,
+        background: false,
     });
     c
 }

@@ -11,7 +11,7 @@
 //! of a body (a long prompt, a whole `response` object) is skipped by serde
 //! without being built.
 //!
-//! - `request`: [`classify`] and [`with_output_bound`], the request side.
+//! - `request`: [`classify`] and [`rewrite_for_budget`], the request side.
 //! - `usage`: [`Usage`] and the [`UsageTracker`] that follows a response.
 //! - `openai`, `anthropic`: the response shapes the tracker reads, per
 //!   provider; `lenient`: the text and count readers they are built from.
@@ -28,7 +28,8 @@ mod usage;
 #[cfg(test)]
 mod tests;
 
-pub use request::{classify, with_output_bound, LlmRequest};
+pub use openai::is_usage_only_chunk;
+pub use request::{classify, rewrite_for_budget, BudgetRewrite, LlmRequest};
 pub use usage::{Usage, UsageTracker};
 
 /// Which provider API a request uses.

@@ -175,3 +175,18 @@ impl ResponsesUsage {
         has_output
     }
 }
+
+/// Whether an SSE event's data is the usage-only chunk a streamed chat
+/// completion ends with when asked for `stream_options.include_usage`: no
+/// choices, and a usage object.
+pub fn is_usage_only_chunk(data: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        #[serde(default)]
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Probe>(data)
+        .is_ok_and(|p| p.choices.is_some_and(|c| c.is_empty()) && p.usage.is_some())
+}

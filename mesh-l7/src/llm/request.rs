@@ -21,6 +21,9 @@ pub struct LlmRequest {
     /// Length of the request body: a bound on the prompt's size for budgets
     /// before any usage is known.
     pub input_bytes: u64,
+    /// OpenAI Responses `background: true`: the response is only a handle,
+    /// and the usage comes later, to whoever polls for it.
+    pub background: bool,
 }
 
 impl LlmRequest {
@@ -61,6 +64,8 @@ struct RequestFields<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    background: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -117,24 +122,57 @@ fn parse_request(api: LlmApi, body: &[u8]) -> Result<LlmRequest, L7Error> {
         stream,
         include_usage,
         input_bytes: body.len() as u64,
+        background: fields.background.unwrap_or(false),
     })
 }
 
-/// `body` with an output bound of `max_tokens` added, in the field `api`
-/// reads (`max_completion_tokens`, `max_output_tokens`, `max_tokens`); None
-/// when the body is not a JSON object (it was classified, so it is) or
-/// already has one.
-pub fn with_output_bound(api: LlmApi, body: &[u8], max_tokens: u64) -> Option<Vec<u8>> {
-    let field = match api {
-        LlmApi::ChatCompletions => "max_completion_tokens",
-        LlmApi::Responses => "max_output_tokens",
-        LlmApi::Messages => "max_tokens",
-    };
-    let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).ok()?;
-    if object.contains_key(field) {
+/// What the proxy adds to a budgeted request before forwarding it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetRewrite {
+    /// An output bound, in the field the API reads (`max_completion_tokens`,
+    /// `max_output_tokens`, `max_tokens`), when the request set none.
+    pub max_tokens: Option<u64>,
+    /// `stream_options.include_usage: true`, so a streamed chat completion
+    /// reports its usage (the extra chunk is removed from what the client
+    /// sees: it did not ask for it).
+    pub include_usage: bool,
+}
+
+/// `body` with `rewrite` applied; None when there is nothing to add or the
+/// body is not a JSON object (it was classified, so it is).
+pub fn rewrite_for_budget(api: LlmApi, body: &[u8], rewrite: BudgetRewrite) -> Option<Vec<u8>> {
+    if rewrite == BudgetRewrite::default() {
         return None;
     }
-    object.insert(field.to_owned(), max_tokens.into());
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).ok()?;
+    let mut changed = false;
+    if let Some(max_tokens) = rewrite.max_tokens {
+        let field = match api {
+            LlmApi::ChatCompletions => "max_completion_tokens",
+            LlmApi::Responses => "max_output_tokens",
+            LlmApi::Messages => "max_tokens",
+        };
+        if !object.contains_key(field) {
+            object.insert(field.to_owned(), max_tokens.into());
+            changed = true;
+        }
+    }
+    if rewrite.include_usage && api == LlmApi::ChatCompletions {
+        let options = object
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !options.is_object() {
+            // `null` (or anything else) asks for nothing.
+            *options = serde_json::Value::Object(Default::default());
+        }
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".to_owned(), true.into());
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
     serde_json::to_vec(&object).ok()
 }

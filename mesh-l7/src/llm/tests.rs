@@ -23,7 +23,7 @@ fn an_output_bound_is_added_in_the_apis_own_field() {
         (LlmApi::Responses, "max_output_tokens"),
         (LlmApi::Messages, "max_tokens"),
     ] {
-        let out = with_output_bound(api, body, 77).expect("rewritten");
+        let out = rewrite_for_budget(api, body, bound(77)).expect("rewritten");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[field], 77, "{api:?}");
         assert_eq!(v["model"], "m");
@@ -31,8 +31,59 @@ fn an_output_bound_is_added_in_the_apis_own_field() {
     }
     // Already bounded, or not an object: left alone.
     let bounded = br#"{"model":"m","max_tokens":5}"#;
-    assert!(with_output_bound(LlmApi::Messages, bounded, 77).is_none());
-    assert!(with_output_bound(LlmApi::ChatCompletions, b"[1]", 77).is_none());
+    assert!(rewrite_for_budget(LlmApi::Messages, bounded, bound(77)).is_none());
+    assert!(rewrite_for_budget(LlmApi::ChatCompletions, b"[1]", bound(77)).is_none());
+}
+
+fn bound(max_tokens: u64) -> BudgetRewrite {
+    BudgetRewrite {
+        max_tokens: Some(max_tokens),
+        include_usage: false,
+    }
+}
+
+#[test]
+fn a_stream_is_asked_for_its_usage_and_the_extra_chunk_is_recognised() {
+    let body = br#"{"model":"m","stream":true,"stream_options":{"other":1},"max_tokens":9}"#;
+    let rewrite = BudgetRewrite {
+        max_tokens: None,
+        include_usage: true,
+    };
+    let out = rewrite_for_budget(LlmApi::ChatCompletions, body, rewrite).expect("rewritten");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true);
+    assert_eq!(v["stream_options"]["other"], 1);
+    assert_eq!(v["max_tokens"], 9);
+    let no_options = br#"{"model":"m","stream":true}"#;
+    let out = rewrite_for_budget(LlmApi::ChatCompletions, no_options, rewrite).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true);
+
+    assert!(is_usage_only_chunk(
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#
+    ));
+    assert!(!is_usage_only_chunk(
+        r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#
+    ));
+    assert!(!is_usage_only_chunk(
+        r#"{"choices":[{"delta":{}}],"usage":{"total_tokens":5}}"#
+    ));
+    assert!(!is_usage_only_chunk("[DONE]"));
+}
+
+#[test]
+fn a_background_response_is_recognised() {
+    let req = post(
+        "/v1/responses",
+        r#"{"model":"m","background":true,"input":"x"}"#,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(req.background);
+    let req = post("/v1/responses", r#"{"model":"m","input":"x"}"#)
+        .unwrap()
+        .unwrap();
+    assert!(!req.background);
 }
 
 #[test]
@@ -77,6 +128,7 @@ fn classify_chat_completions() {
             stream: true,
             include_usage: true,
             input_bytes: body.len() as u64,
+            background: false,
         }
     );
     assert_eq!(request.provider(), "openai");

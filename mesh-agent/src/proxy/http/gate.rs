@@ -31,7 +31,7 @@ use crate::{
         Commit, Spend,
     },
     l7::{
-        llm::{LlmApi, Usage},
+        llm::{self, LlmApi, Usage},
         sse::SseEventSplitter,
         Call,
     },
@@ -56,6 +56,13 @@ impl HttpConn {
         };
         let reserved = charge::reserve(&self.proxy.ledger, &self.agent, &scope, call, body)?;
         ex.summary.budget = Some(budget_summary(&reserved.charge));
+        if matches!(reserved.charge, Charge::Llm(_)) {
+            // Usage must be readable: no compressed response.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         let upstream_body = reserved.rewritten_body.map(|body| {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed()
@@ -91,7 +98,13 @@ pub(super) fn for_response(ex: &Exchange, rparts: &mut response::Parts) -> Optio
             if sse {
                 rparts.headers.remove(header::CONTENT_LENGTH);
             }
-            Some(Box::new(GateState::new(sse, llm.api, llm.output_bound)))
+            let injected = sse && llm.usage_injected;
+            Some(Box::new(GateState::new(
+                sse,
+                llm.api,
+                llm.output_bound,
+                injected,
+            )))
         }
         _ => None,
     }
@@ -146,13 +159,24 @@ impl Exchange {
         Some(reservation.settle(spend))
     }
 
-    /// Settles an LLM charge from the call's usage (none seen: released).
+    /// Settles an LLM charge from the call's usage. A successful response
+    /// whose usage could not be read (compressed, not the API's shape, over
+    /// the inspection limit) is settled at its full reservation: what the
+    /// mesh cannot count is counted at its bound, never at zero.
     pub(super) fn settle_llm(&mut self, usage: Option<&Usage>, cut: bool) -> Option<Commit> {
-        let spend = match &self.charge {
-            Some(Charge::Llm(llm)) => usage.map(|u| charge::llm_spend(llm, u)),
+        let spend = match (&self.charge, usage) {
+            (Some(Charge::Llm(llm)), Some(u)) => charge::llm_spend(llm, u),
+            (Some(Charge::Llm(llm)), None) => {
+                let why = "usage unreadable: settled at its full reservation";
+                self.reason = Some(match self.reason.take() {
+                    Some(r) => format!("{r}; {why}"),
+                    None => why.to_owned(),
+                });
+                llm.reservation.reserved()
+            }
             _ => return None,
         };
-        self.settle(spend, cut)
+        self.settle(Some(spend), cut)
     }
 }
 
@@ -177,10 +201,13 @@ pub(super) struct GateState {
     settled: bool,
     /// Nothing more comes from upstream: the body ends once `out` drains.
     done: bool,
+    /// The mesh asked for the stream's usage: its usage-only chunk is read,
+    /// not forwarded.
+    drop_usage_chunk: bool,
 }
 
 impl GateState {
-    fn new(sse: bool, api: LlmApi, output_bound: u64) -> GateState {
+    fn new(sse: bool, api: LlmApi, output_bound: u64, drop_usage_chunk: bool) -> GateState {
         GateState {
             events: sse.then(SseEventSplitter::new),
             output_bound,
@@ -196,6 +223,7 @@ impl GateState {
             commit: None,
             settled: false,
             done: false,
+            drop_usage_chunk,
         }
     }
 
@@ -227,6 +255,12 @@ impl GateState {
     fn event(&mut self, insp: &mut Inspection, event: Bytes) {
         if self.done {
             return; // cut: nothing more goes out
+        }
+        if self.drop_usage_chunk && is_usage_chunk(&event) {
+            insp.inspect(&event);
+            insp.bytes = insp.bytes.saturating_sub(event.len() as u64);
+            self.settle_if_ended(insp);
+            return;
         }
         if self.settled {
             insp.inspect(&event);
@@ -262,6 +296,18 @@ impl GateState {
             }
             return;
         }
+        self.settle_if_ended(insp);
+        self.out.push_back(event);
+    }
+
+    /// Settles once the stream said it ended (its usage is then known).
+    fn settle_if_ended(&mut self, insp: &mut Inspection) {
+        if self.settled {
+            return;
+        }
+        let Some(tracker) = insp.tracker() else {
+            return;
+        };
         if tracker.saw_end() {
             let usage = tracker.clone().finish(true);
             if let Some(ex) = insp.exchange.as_mut() {
@@ -269,7 +315,6 @@ impl GateState {
             }
             self.settled = true;
         }
-        self.out.push_back(event);
     }
 
     /// Upstream ended: settle from everything seen, release what was held.
@@ -301,6 +346,23 @@ impl GateState {
             self.out.extend(held);
         }
     }
+}
+
+/// Whether a whole SSE event is a chat completion's usage-only chunk.
+fn is_usage_chunk(event: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(event) else {
+        return false;
+    };
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    llm::is_usage_only_chunk(&data)
 }
 
 /// The budget gate layer. With a gate it feeds the inspector itself, event

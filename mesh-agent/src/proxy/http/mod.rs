@@ -124,7 +124,7 @@ impl HttpConn {
 
         let call = match request::classify(&parts, &inspected) {
             Ok(Classified::Call(call)) => call,
-            Ok(Classified::Plain) => plain_call(&parts),
+            Ok(Classified::Plain) => plain_call(&parts, upgrade.is_some()),
             Ok(Classified::Reply {
                 id,
                 session,
@@ -250,12 +250,18 @@ impl HttpConn {
     }
 }
 
-/// A request none of the protocols claims: plain HTTP, named by its path.
-fn plain_call(parts: &Parts) -> Call {
+/// A request none of the protocols claims: plain HTTP, named by its path;
+/// its method says when it asks for a protocol upgrade (a WebSocket), which
+/// is no read.
+fn plain_call(parts: &Parts, upgrade: bool) -> Call {
+    let method = match upgrade {
+        true => format!("{} (upgrade)", parts.method),
+        false => parts.method.as_str().to_owned(),
+    };
     Call {
         protocol: Protocol::Http,
         direction: Direction::ClientToServer,
-        method: parts.method.as_str().to_owned(),
+        method,
         name: Some(parts.uri.path().to_owned()),
         arguments: None,
         id: None,

@@ -2,6 +2,7 @@
 //! [`Proxy`] serving on loopback, clients whose kernel record is written into
 //! the in-memory maps as sock_ops would, and real upstream servers; by
 //! subject in the sibling files.
+mod accounting;
 mod budget;
 mod bypass;
 mod http_mcp;

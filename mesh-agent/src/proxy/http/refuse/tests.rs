@@ -120,6 +120,7 @@ async fn an_llm_refusal_is_a_403_in_the_providers_error_shape() {
         stream: false,
         include_usage: true,
         input_bytes: 10,
+        background: false,
     });
     let resp = refusal(
         &c,
