@@ -252,7 +252,9 @@ pub enum L7Error {
     Parse(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    #[error("JSON-RPC batches are not supported (removed from MCP in 2025-06-18)")]
+    #[error(
+        "JSON-RPC batches are not supported for MCP (removed in 2025-06-18) or A2A (never defined)"
+    )]
     Batch,
     #[error("header {header} says {header_value:?} but the body says {body_value:?}")]
     HeaderMismatch {
@@ -267,6 +269,20 @@ pub enum L7Error {
 }
 
 impl L7Error {
+    /// The message of the refusal, for the protocol the request is about
+    /// when it is known.
+    pub fn message_for(&self, protocol: Option<Protocol>) -> String {
+        match (self, protocol) {
+            (L7Error::Batch, Some(Protocol::Mcp)) => {
+                "JSON-RPC batches are not supported by MCP (removed in 2025-06-18)".into()
+            }
+            (L7Error::Batch, Some(Protocol::A2a)) => {
+                "JSON-RPC batches are not supported by A2A (it never defined them)".into()
+            }
+            _ => self.to_string(),
+        }
+    }
+
     /// The HTTP status the refusal is sent with.
     pub fn http_status(&self) -> u16 {
         match self {

@@ -181,6 +181,58 @@ pub fn classify(head: &Parts, body: &[u8]) -> Result<Classified, L7Error> {
     }
 }
 
+/// What a refused request says of itself, read as far as it can be: the
+/// JSON-RPC id to answer with and the protocol it is about. A refusal then
+/// takes the shape that protocol's own servers give: the id echoed when it
+/// can be read (JSON-RPC 2.0 §5), and for A2A, HTTP 200 (as a2a-sdk answers).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Envelope {
+    pub id: Option<RpcId>,
+    /// MCP or A2A, when the headers or the body's method say so.
+    pub protocol: Option<Protocol>,
+}
+
+/// Reads [`Envelope`] from a request that failed classification. Only a
+/// body that is valid JSON has an id to read; a batch answers for its
+/// protocol but has no single id.
+pub fn probe_envelope(head: &Parts, body: &[u8]) -> Envelope {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(default)]
+        id: Option<RpcId>,
+        #[serde(default, borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    let mcp_head = McpHead::new(head);
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let (id, method) = match &value {
+        Some(v @ serde_json::Value::Object(_)) => match Probe::deserialize(v) {
+            Ok(p) => (p.id, p.method.map(|m| m.into_owned())),
+            Err(_) => (None, None),
+        },
+        Some(serde_json::Value::Array(items)) => {
+            let method = items
+                .iter()
+                .find_map(|i| i.get("method").and_then(|m| m.as_str()).map(str::to_owned));
+            (None, method)
+        }
+        _ => (None, None),
+    };
+    let protocol = if head.headers.contains_key(a2a::VERSION_HEADER)
+        || method
+            .as_deref()
+            .is_some_and(|m| a2a::is_method(m) && !mcp::is_method(m))
+    {
+        Some(Protocol::A2a)
+    } else if mcp_head.is_mcp() || method.as_deref().is_some_and(mcp::is_method) {
+        Some(Protocol::Mcp)
+    } else {
+        None
+    };
+    Envelope { id, protocol }
+}
+
 /// The [`Call`] of an LLM API request: method from the API, name the model.
 fn llm_call(req: LlmRequest) -> Call {
     Call {
@@ -286,6 +338,34 @@ mod tests {
         assert_eq!(starts_like_json(b"name=value"), Some(false));
         assert_eq!(starts_like_json(b"\n<xml/>"), Some(false));
     }
+    #[test]
+    fn a_refused_body_still_tells_its_id_and_protocol() {
+        let plain = head("POST", "/rpc", &[JSON]);
+        let e = probe_envelope(
+            &plain,
+            br#"{"jsonrpc":"1.0","id":"a-7","method":"tools/call"}"#,
+        );
+        assert_eq!(e.id, Some(RpcId::String("a-7".into())));
+        assert_eq!(e.protocol, Some(Protocol::Mcp));
+        let e = probe_envelope(
+            &plain,
+            br#"{"jsonrpc":"2.0","id":3,"method":"message/send","params":7}"#,
+        );
+        assert_eq!(
+            (e.id, e.protocol),
+            (Some(RpcId::Number(3)), Some(Protocol::A2a))
+        );
+        let a2a = head("POST", "/a2a", &[JSON, ("a2a-version", "1.0")]);
+        let e = probe_envelope(&a2a, br#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#);
+        assert_eq!((e.id, e.protocol), (None, Some(Protocol::A2a)));
+        // Broken JSON has no readable id.
+        let e = probe_envelope(&plain, br#"{"jsonrpc":"2.0","id":5,"method":"tools/call""#);
+        assert_eq!((e.id, e.protocol), (None, None));
+        // An id of the wrong type is not echoed.
+        let e = probe_envelope(&plain, br#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#);
+        assert_eq!(e.id, None);
+    }
+
     #[test]
     fn what_the_body_is_decides_not_what_the_headers_claim() {
         // A JSON-RPC call sent as text/plain (the proxy reads such a body

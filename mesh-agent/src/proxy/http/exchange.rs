@@ -10,7 +10,7 @@ use hyper::{body::Body as _, http::request::Parts, Response};
 use super::{list_filter::ListScope, HttpConn};
 use crate::{
     budget::charge::Charge,
-    l7::{llm::Usage, Call, L7Error, Outcome, OutcomeStatus, Protocol},
+    l7::{llm::Usage, request::Envelope, Call, L7Error, Outcome, OutcomeStatus, Protocol},
     policy::CallContext,
     proxy::pool::ProxyBody,
     records::{unix_ms, CallSummary, ConnectionRecord, UsageSummary, Verdict},
@@ -122,12 +122,26 @@ impl Exchange {
         }
     }
 
-    pub(super) fn refuse_malformed(mut self, e: &L7Error) -> Response<ProxyBody> {
+    pub(super) fn refuse_malformed(self, e: &L7Error) -> Response<ProxyBody> {
+        self.refuse_malformed_as(e, &Envelope::default())
+    }
+
+    /// [`Exchange::refuse_malformed`], answering as the request's own
+    /// envelope asks (its id, its protocol's shape).
+    pub(super) fn refuse_malformed_as(
+        mut self,
+        e: &L7Error,
+        envelope: &Envelope,
+    ) -> Response<ProxyBody> {
         self.verdict = Verdict::Malformed;
         self.rule = "l7.parse".into();
-        self.reason = Some(e.to_string());
+        self.reason = Some(e.message_for(envelope.protocol));
+        if let Some(protocol) = envelope.protocol {
+            self.protocol = protocol;
+        }
+        self.summary.jsonrpc_id = envelope.id.clone();
         let audit_id = self.audit_id;
-        self.respond_now(super::refuse::malformed(e, audit_id))
+        self.respond_now(super::refuse::malformed(e, envelope, audit_id))
     }
 
     /// Answers without forwarding and writes the record.

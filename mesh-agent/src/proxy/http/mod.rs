@@ -134,7 +134,10 @@ impl HttpConn {
                     .forward_reply(ex, parts, upstream_body, id, session, status)
                     .await;
             }
-            Err(e) => return ex.refuse_malformed(&e),
+            Err(e) => {
+                let envelope = request::probe_envelope(&parts, &inspected);
+                return ex.refuse_malformed_as(&e, &envelope);
+            }
         };
         ex.describe(&call);
 

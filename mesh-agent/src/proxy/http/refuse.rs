@@ -25,7 +25,7 @@ use super::{exchange::Exchange, inspect::FrameResult, sessions, HttpConn};
 use crate::{
     budget::charge::{BudgetRefusal, RefusalKind},
     config::QUARANTINE_AFTER_REFUSAL,
-    l7::{llm::LlmApi, Call, L7Error, Protocol, RpcId},
+    l7::{llm::LlmApi, request::Envelope, Call, L7Error, Protocol, RpcId},
     policy::{Decision, OnExhaust},
     proxy::{
         body::ReadError,
@@ -90,18 +90,25 @@ pub fn jsonrpc_refusal(
 }
 
 /// A request mesh could not parse where the parse decides policy: never
-/// forwarded, answered with the error's status and JSON-RPC code.
-pub fn malformed(error: &L7Error, audit_id: u64) -> Response<ProxyBody> {
+/// forwarded, answered with the error's status and JSON-RPC code, the
+/// request's id when it could be read, and for A2A with HTTP 200 (as a2a-sdk
+/// answers envelope errors).
+pub fn malformed(error: &L7Error, envelope: &Envelope, audit_id: u64) -> Response<ProxyBody> {
     let message = json!({
         "jsonrpc": "2.0",
-        "id": null,
+        "id": envelope.id,
         "error": {
             "code": error.jsonrpc_code(),
-            "message": error.to_string(),
+            "message": error.message_for(envelope.protocol),
             "data": { "audit_id": audit_id },
         },
     });
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = match (envelope.protocol, error) {
+        (_, L7Error::TooLarge { .. } | L7Error::Path(_)) => error.http_status(),
+        (Some(Protocol::A2a), _) => 200,
+        _ => error.http_status(),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     jsonrpc_response(status, &message, Framing::Json)
 }
 

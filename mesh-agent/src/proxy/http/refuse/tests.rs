@@ -2,6 +2,7 @@
 use serde_json::Value;
 
 use super::*;
+use crate::l7::request::Envelope;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -102,11 +103,49 @@ async fn llm_refusals_take_the_providers_shape() {
 
 #[tokio::test]
 async fn malformed_takes_the_errors_status_and_code() {
-    let resp = malformed(&L7Error::TooLarge { limit: 4 }, 2);
+    let resp = malformed(&L7Error::TooLarge { limit: 4 }, &Envelope::default(), 2);
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let v = body_json(resp).await;
     assert_eq!(v["error"]["code"], -32600);
     assert!(v["id"].is_null());
+}
+
+#[tokio::test]
+async fn malformed_answers_the_requests_id_in_its_protocols_shape() {
+    let bad = L7Error::InvalidRequest("params must be an object".into());
+    let mcp = Envelope {
+        id: Some(RpcId::Number(7)),
+        protocol: Some(Protocol::Mcp),
+    };
+    let resp = malformed(&bad, &mcp, 2);
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = body_json(resp).await;
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (7.into(), (-32600).into())
+    );
+
+    // A2A servers (a2a-sdk) answer envelope errors with HTTP 200.
+    let a2a = Envelope {
+        id: Some(RpcId::String("t-1".into())),
+        protocol: Some(Protocol::A2a),
+    };
+    let resp = malformed(&bad, &a2a, 2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_json(resp).await["id"], "t-1");
+
+    // A batch refusal names the protocol it is about.
+    let batch = Envelope {
+        id: None,
+        protocol: Some(Protocol::A2a),
+    };
+    let v = body_json(malformed(&L7Error::Batch, &batch, 2)).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("A2A")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
