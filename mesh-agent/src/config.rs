@@ -208,6 +208,14 @@ pub const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
 /// long and at most this many at once.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
 pub const MAX_PENDING: usize = 16_384;
+/// How long a client may take to send a request's head (hyper's
+/// `header_read_timeout`, also the idle bound between keep-alive requests):
+/// a connection that dribbles its head is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `limits.connections_per_agent`.
+pub const DEFAULT_CONNECTIONS_PER_AGENT: usize = 1024;
+/// Default `limits.requests_per_agent`.
+pub const DEFAULT_REQUESTS_PER_AGENT: usize = 256;
 
 /// The daemon's settings, validated: every path is absolute and the cgroup
 /// layout is consistent (see [`Config::from_yaml`]).
@@ -223,6 +231,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub policy_dir: PathBuf,
     pub max_body_bytes: usize,
+    pub limits: crate::proxy::Limits,
 }
 
 /// A config problem; located ones point at the value in the file.
@@ -362,6 +371,14 @@ impl Config {
             ));
         }
 
+        let limits = raw.limits.unwrap_or_default();
+        if limits.connections_per_agent == 0 || limits.requests_per_agent == 0 {
+            return Err(fail(
+                "limits",
+                "limits must be at least 1 (0 would refuse every agent)".into(),
+            ));
+        }
+
         let path = |p: Option<AbsPath>, default: &str| {
             p.map_or_else(|| PathBuf::from(default), |AbsPath(p)| p)
         };
@@ -376,6 +393,7 @@ impl Config {
             data_dir: path(raw.data_dir, DEFAULT_DATA_DIR),
             policy_dir: path(raw.policy_dir, DEFAULT_POLICY_DIR),
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            limits,
         })
     }
 }
@@ -434,6 +452,7 @@ struct RawConfig {
     data_dir: Option<AbsPath>,
     policy_dir: Option<AbsPath>,
     max_body_bytes: Option<usize>,
+    limits: Option<crate::proxy::Limits>,
 }
 
 /// An absolute path without `..` (a root daemon should not depend on its
@@ -636,6 +655,7 @@ mod tests {
             data_dir: "/var/lib/mesh".into(),
             policy_dir: "/etc/mesh/policies".into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: Default::default(),
         };
         assert_eq!(c, Ok(expected.clone()));
         assert_eq!(DEFAULT_LISTEN_V6.to_string(), "[::1]:15001");
@@ -697,6 +717,7 @@ mod tests {
                 data_dir: "/tmp/t/data".into(),
                 policy_dir: "/tmp/t/policies".into(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                limits: Default::default(),
             })
         );
         // Absolute cgroup paths are taken as they are.
@@ -707,7 +728,7 @@ mod tests {
     #[test]
     fn config_errors_are_located() {
         let cases: &[(&str, &str)] = &[
-            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`"),
+            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`, `limits`"),
             ("data_dir: var/lib\n", "mesh.yaml:1:11: expected an absolute path, got \"var/lib\""),
             ("policy_dir: /etc/../x\n", "mesh.yaml:1:13: path \"/etc/../x\" must not contain \"..\""),
             ("listen: []\n", "mesh.yaml:1:9: listen must hold at least one address"),

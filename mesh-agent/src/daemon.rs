@@ -14,8 +14,8 @@ use crate::{
     budget::{Ledger, SystemClock},
     cgroup,
     config::{
-        proxy_worker_count, Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, L7_SNIFF_TIMEOUT,
-        RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE, SNIFF_TIMEOUT,
+        proxy_worker_count, Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, HEADER_READ_TIMEOUT,
+        L7_SNIFF_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE, SNIFF_TIMEOUT,
     },
     jobs,
     kernel_events::{forward_kernel_logs, RefusedConnects},
@@ -111,6 +111,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             body_limit: config.max_body_bytes,
             sniff_timeout: SNIFF_TIMEOUT,
             l7_sniff_timeout: L7_SNIFF_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            limits: config.limits,
         },
         mesh_ca,
     }));

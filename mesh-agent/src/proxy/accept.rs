@@ -11,6 +11,7 @@ use tracing::{info_span, Instrument as _};
 
 use super::{
     io::Prefixed,
+    limits::Kind,
     sniff::{self, SniffStatus, Sniffed},
     Conn, Proxy,
 };
@@ -73,6 +74,23 @@ impl Proxy {
                     (0, 0),
                 );
                 return;
+            };
+            // One agent's flood is bounded by its own limit, not by what
+            // the others leave over.
+            let _slot = match self.limits.enter(&agent, Kind::Connection) {
+                Ok(slot) => slot,
+                Err(at) => {
+                    drop(client);
+                    let rule = at.rule();
+                    self.finish(
+                        &conn,
+                        Verdict::RefusedPolicy,
+                        rule,
+                        Some(at.to_string()),
+                        (0, 0),
+                    );
+                    return;
+                }
             };
             let mut client = client;
             // A destination governed above TCP is never relayed as opaque

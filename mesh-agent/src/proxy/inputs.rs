@@ -9,11 +9,11 @@ use std::{
     time::Duration,
 };
 
-use super::tls::MeshCa;
+use super::{limits::Limits, tls::MeshCa};
 use crate::{
     bpf::OrigDstSource,
     budget::Ledger,
-    config::{L7_SNIFF_TIMEOUT, SNIFF_TIMEOUT},
+    config::{HEADER_READ_TIMEOUT, L7_SNIFF_TIMEOUT, SNIFF_TIMEOUT},
     metrics::Metrics,
     policy::PolicyStore,
     records::RecordLog,
@@ -30,6 +30,10 @@ pub struct L7Settings {
     /// The same, when the destination is governed above TCP (such a
     /// connection is refused, never relayed as opaque, after it).
     pub l7_sniff_timeout: Duration,
+    /// How long a request's head may take.
+    pub header_read_timeout: Duration,
+    /// Per-agent bounds.
+    pub limits: Limits,
 }
 
 impl Default for L7Settings {
@@ -38,6 +42,8 @@ impl Default for L7Settings {
             body_limit: crate::config::DEFAULT_MAX_BODY_BYTES,
             sniff_timeout: SNIFF_TIMEOUT,
             l7_sniff_timeout: L7_SNIFF_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }

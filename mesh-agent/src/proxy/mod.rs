@@ -14,6 +14,7 @@
 mod accept;
 mod conn;
 mod inputs;
+mod limits;
 mod opaque;
 mod serve_http;
 mod terminate;
@@ -36,6 +37,7 @@ pub use self::{
     accept::RULE_L7_UNREADABLE,
     conn::{Conn, MarkedSockets, SocketFactory},
     inputs::{ActiveConnections, ActiveGuard, L7Settings, ProxyParts},
+    limits::{AgentLimits, Limits},
     terminate::RULE_TLS_UNREAD,
 };
 use self::{http::Sessions, pool::UpstreamPool, terminate::UpstreamTlsConfigs, tls::MeshCa};
@@ -68,6 +70,8 @@ pub struct Proxy {
     pub mesh_ca: Option<Arc<MeshCa>>,
     /// Upstream TLS client configs by (extra CA file, HTTP/2 offered).
     upstream_tls: UpstreamTlsConfigs,
+    /// What each agent holds open, against its bounds.
+    pub limits: Arc<AgentLimits>,
 }
 
 impl Proxy {
@@ -92,10 +96,11 @@ impl Proxy {
             active: ActiveConnections::default(),
             pool: UpstreamPool::new(sockets.clone()),
             sockets,
-            l7: p.l7,
             sessions: Arc::new(Sessions::default()),
             mesh_ca: p.mesh_ca,
             upstream_tls: UpstreamTlsConfigs::default(),
+            limits: Arc::new(AgentLimits::new(p.l7.limits)),
+            l7: p.l7,
         }
     }
 

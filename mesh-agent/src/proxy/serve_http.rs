@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::watch,
@@ -53,6 +53,8 @@ impl Proxy {
             // price: a client that shuts down only its sending side after a
             // request gets no response (nginx behaves the same by default).
             let c = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.l7.header_read_timeout)
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades();

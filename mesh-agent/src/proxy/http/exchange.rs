@@ -8,6 +8,7 @@ use std::{
 use hyper::{body::Body as _, http::request::Parts, Response};
 
 use super::{list_filter::ListScope, HttpConn};
+use crate::proxy::limits::{AtLimit, Kind, Slot};
 use crate::{
     budget::charge::Charge,
     l7::{llm::Usage, request::Envelope, Call, L7Error, Outcome, OutcomeStatus, Protocol},
@@ -40,6 +41,9 @@ pub struct Exchange {
     pub(super) forced_outcome: Option<OutcomeStatus>,
     /// What the call reserved against its budgets, until it settles.
     pub(super) charge: Option<Charge>,
+    /// The agent's in-flight slot, given back when the record is written
+    /// (the response ended).
+    slot: Option<Slot>,
 }
 
 impl Exchange {
@@ -78,7 +82,34 @@ impl Exchange {
             list: None,
             forced_outcome: None,
             charge: None,
+            slot: None,
         }
+    }
+
+    /// Takes one of the agent's in-flight slots for this request; at the
+    /// agent's bound, the request is refused (429) and recorded.
+    pub(super) fn hold_slot(&mut self) -> Result<(), AtLimit> {
+        let proxy = &self.conn.proxy;
+        self.slot = Some(proxy.limits.enter(&self.conn.agent, Kind::Request)?);
+        Ok(())
+    }
+
+    pub(super) fn refuse_at_limit(mut self, at: &AtLimit) -> Response<ProxyBody> {
+        self.verdict = Verdict::RefusedPolicy;
+        self.rule = at.rule().into();
+        self.reason = Some(at.to_string());
+        let audit_id = self.audit_id;
+        let mut resp = super::refuse::http_refusal(
+            hyper::StatusCode::TOO_MANY_REQUESTS,
+            at.rule(),
+            &at.to_string(),
+            audit_id,
+        );
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from(1),
+        );
+        self.respond_now(resp)
     }
 
     /// What a decision about `call` in this exchange may depend on.

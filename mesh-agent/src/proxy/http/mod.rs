@@ -111,6 +111,9 @@ impl HttpConn {
         let upgrade = headers::prepare_request(&mut parts);
         let path = headers::normalize_path(&mut parts);
         let mut ex = Exchange::begin(&self, &parts, clock, started);
+        if let Err(at) = ex.hold_slot() {
+            return ex.refuse_at_limit(&at);
+        }
         if let Err(e) = path {
             return ex.refuse_malformed(&e.into());
         }

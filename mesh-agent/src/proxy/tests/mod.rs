@@ -7,6 +7,7 @@ mod budget;
 mod bypass;
 mod http_mcp;
 mod http_stream;
+mod limits;
 mod opaque;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -38,28 +39,49 @@ struct Fixture {
     policies: Arc<PolicyStore>,
     ledger: Arc<Ledger>,
     listen: SocketAddr,
+    limits: Arc<crate::proxy::AgentLimits>,
     _shutdown: watch::Sender<bool>,
 }
 
+impl Fixture {
+    /// What `agent` holds in the proxy: (connections, requests in flight).
+    fn proxy_limits_held(&self, agent: &str) -> (usize, usize) {
+        self.limits.held(agent)
+    }
+}
+
 async fn fixture(policy: &str) -> Fixture {
+    fixture_files(&[("p.yaml", policy.to_owned())]).await
+}
+
+/// Agents the fixture's kernel maps know, by governing cgroup id.
+const AGENTS: [(u64, &str); 2] = [(7, "bot"), (9, "other")];
+
+async fn fixture_files(files: &[(&str, String)]) -> Fixture {
     let maps = Arc::new(MemoryMaps::default());
-    let mut name = [0u8; mesh_common::AGENT_NAME_MAX];
-    name[..3].copy_from_slice(b"bot");
-    maps.tags.lock().unwrap().insert(
-        7,
-        CgroupTag {
-            agent_id: agent_id(b"bot"),
-            flags: 0,
-            agent_name: name,
-        },
-    );
+    for (cgroup, agent) in AGENTS {
+        let mut name = [0u8; mesh_common::AGENT_NAME_MAX];
+        name[..agent.len()].copy_from_slice(agent.as_bytes());
+        maps.tags.lock().unwrap().insert(
+            cgroup,
+            CgroupTag {
+                agent_id: agent_id(agent.as_bytes()),
+                flags: 0,
+                agent_name: name,
+            },
+        );
+    }
     let layout = CgroupLayout {
         cgroup_root: "/nonexistent".into(),
         attach_cgroup: "/nonexistent/a".into(),
         parent_cgroup: "/nonexistent/a/p".into(),
     };
     let governor = Arc::new(Governor::new(maps.clone(), layout).unwrap());
-    let policy = PolicySet::from_files(&[("p.yaml".into(), policy.into())]).unwrap();
+    let files: Vec<(String, String)> = files
+        .iter()
+        .map(|(n, p)| ((*n).to_owned(), p.clone()))
+        .collect();
+    let policy = PolicySet::from_files(&files).unwrap();
     let records = Arc::new(RecordLog::new(16));
     let policies = Arc::new(PolicyStore::new(policy));
     let ledger = Arc::new(Ledger::in_memory(Arc::new(SystemClock)));
@@ -75,12 +97,18 @@ async fn fixture(policy: &str) -> Fixture {
             body_limit: 1024,
             sniff_timeout: Duration::from_millis(50),
             l7_sniff_timeout: Duration::from_millis(200),
+            header_read_timeout: Duration::from_secs(2),
+            limits: crate::proxy::Limits {
+                connections_per_agent: 8,
+                requests_per_agent: 4,
+            },
         },
         mesh_ca: None,
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listen = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
+    let limits = proxy.limits.clone();
     tokio::spawn(proxy.serve(listener, rx));
     Fixture {
         maps,
@@ -88,12 +116,23 @@ async fn fixture(policy: &str) -> Fixture {
         policies,
         ledger,
         listen,
+        limits,
         _shutdown: tx,
     }
 }
 
 /// A client socket whose address is recorded, as sock_ops would, before it connects.
 async fn governed_client(f: &Fixture, dst: SocketAddr) -> TcpStream {
+    governed_client_as(f, dst, "bot").await
+}
+
+/// [`governed_client`] for one of [`AGENTS`].
+async fn governed_client_as(f: &Fixture, dst: SocketAddr, agent: &str) -> TcpStream {
+    let governing = AGENTS
+        .iter()
+        .find(|(_, a)| *a == agent)
+        .map(|(c, _)| *c)
+        .expect("a fixture agent");
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let local = ClientAddr(socket.local_addr().unwrap());
@@ -107,9 +146,9 @@ async fn governed_client(f: &Fixture, dst: SocketAddr) -> TcpStream {
             addr: crate::addr::ip6_words(ip),
             port: dst.port(),
             family: 2,
-            agent_id: agent_id(b"bot"),
-            cgroup_id: 8,
-            governing_cgroup_id: 7,
+            agent_id: agent_id(agent.as_bytes()),
+            cgroup_id: governing + 1,
+            governing_cgroup_id: governing,
             tgid: 4242,
             uid: 1000,
         },
@@ -143,7 +182,13 @@ async fn wait_records(records: &RecordLog, n: usize) -> Vec<ConnectionRecord> {
 }
 
 fn policy_allowing(dst: &str) -> String {
-    format!("apiVersion: mesh/v1\nkind: AgentPolicy\nagent: bot\negress:\n  allow: [\"{dst}\"]\n")
+    policy_of("bot", dst)
+}
+
+fn policy_of(agent: &str, dst: &str) -> String {
+    format!(
+        "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: {agent}\negress:\n  allow: [\"{dst}\"]\n"
+    )
 }
 
 /// Egress to `dst`, which is also declared as an MCP server whose `delete`
