@@ -148,14 +148,11 @@ impl PolicySet {
             // mesh cannot read: charged to the token and usd budgets, which
             // refuse it. Reading (GET, HEAD, OPTIONS) is free.
             Protocol::Http if !FREE_HTTP_METHODS.contains(&call.method.as_str()) => {
-                let endpoint = policy.llm.as_deref().and_then(|endpoints| {
+                policy.llm.as_deref().and_then(|endpoints| {
                     endpoints
                         .iter()
                         .find(|e| e.address.matches(dst, ctx.server_name, ctx.path))
-                });
-                if endpoint.is_none() {
-                    return None;
-                }
+                })?;
                 policy
                     .budgets
                     .iter()
