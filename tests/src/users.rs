@@ -5,6 +5,7 @@ use std::process::{Command, Output, Stdio};
 /// A group made for a test; `groupdel` on drop.
 pub struct TestGroup {
     pub name: String,
+    pub gid: u32,
 }
 
 impl TestGroup {
@@ -21,7 +22,16 @@ impl TestGroup {
             "groupadd {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        TestGroup { name }
+        let entry = Command::new("getent")
+            .args(["group", &name])
+            .output()
+            .expect("run getent");
+        let gid = String::from_utf8_lossy(&entry.stdout)
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse().ok())
+            .expect("gid of the new group");
+        TestGroup { name, gid }
     }
 }
 
