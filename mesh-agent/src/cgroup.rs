@@ -102,6 +102,18 @@ pub fn move_pid(path: &Path, pid: u32) -> Result<(), CgroupError> {
         .map_err(io_err(&procs))
 }
 
+/// Freezes (`cgroup.freeze` 1) or thaws (0) the cgroup at `path` and its
+/// subtree; the kernel reports the reached state in `cgroup.events`.
+pub fn set_frozen(path: &Path, frozen: bool) -> Result<(), CgroupError> {
+    let file = path.join("cgroup.freeze");
+    // Never created: a cgroup without the file (the root) is an error.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .and_then(|mut f| f.write_all(if frozen { b"1" } else { b"0" }))
+        .map_err(io_err(&file))
+}
+
 /// Finds the path of cgroup `id` below `within` (depth-first, bounded depth).
 /// Used for display only; ids are what the kernel and the maps use.
 pub fn find_path(within: &Path, id: u64) -> Option<PathBuf> {

@@ -2,6 +2,7 @@
 //! section 4) and the daemon's named constants, kept in one place so that
 //! every default and limit can be found and changed here.
 
+use crate::admin::roles::AdminGroups;
 use crate::policy::yaml;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
@@ -33,6 +34,11 @@ pub const DEFAULT_METRICS: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, DEFAULT_METRICS_PORT));
 /// Default admin API socket (also `meshctl --socket`'s default).
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/mesh/admin.sock";
+/// Default group of the admin API's viewers (read-only requests); the
+/// socket file belongs to it.
+pub const DEFAULT_ADMIN_VIEWERS_GROUP: &str = "mesh-view";
+/// Default group of the admin API's operators (every request).
+pub const DEFAULT_ADMIN_OPERATORS_GROUP: &str = "mesh-admin";
 /// Default directory for pinned maps and links.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/mesh";
 /// Default directory for the daemon's state: the budget ledger, the selector
@@ -65,6 +71,12 @@ pub const SELECTOR_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// In `data_dir`: which tags policy selectors made, so that a restarted
 /// daemon undoes them (and only them) when a selector changes.
 pub const SELECTOR_RECORD_FILE: &str = "selector-tags.json";
+/// In `data_dir`: the agents under quarantine, so that their new cgroups
+/// (a new exec, a selector match, a restarted daemon) are quarantined too.
+pub const QUARANTINE_RECORD_FILE: &str = "quarantine.json";
+/// Refusals remembered per agent for `quarantine.triggers`, at most (the
+/// largest `denials` a trigger can count is capped to it).
+pub const QUARANTINE_TRIGGER_MAX_REFUSALS: usize = 10_000;
 
 // --- daemon start-up, environment knobs, meshctl ---
 
@@ -227,6 +239,8 @@ pub struct Config {
     pub bpffs_dir: PathBuf,
     pub listen: Vec<SocketAddr>,
     pub admin_socket: PathBuf,
+    /// The groups holding the admin API's roles.
+    pub admin_groups: AdminGroups,
     pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     pub policy_dir: PathBuf,
@@ -389,6 +403,14 @@ impl Config {
             bpffs_dir: path(raw.bpffs_dir, DEFAULT_BPFFS_DIR),
             listen: raw.listen.map_or_else(|| DEFAULT_LISTEN.to_vec(), |l| l.0),
             admin_socket: path(raw.admin_socket, DEFAULT_ADMIN_SOCKET),
+            admin_groups: AdminGroups {
+                viewers: raw
+                    .admin_viewers_group
+                    .map_or_else(|| DEFAULT_ADMIN_VIEWERS_GROUP.to_owned(), |g| g.0),
+                operators: raw
+                    .admin_operators_group
+                    .map_or_else(|| DEFAULT_ADMIN_OPERATORS_GROUP.to_owned(), |g| g.0),
+            },
             metrics: raw.metrics.map_or(DEFAULT_METRICS, |m| m.0),
             data_dir: path(raw.data_dir, DEFAULT_DATA_DIR),
             policy_dir: path(raw.policy_dir, DEFAULT_POLICY_DIR),
@@ -448,11 +470,45 @@ struct RawConfig {
     bpffs_dir: Option<AbsPath>,
     listen: Option<Listen>,
     admin_socket: Option<AbsPath>,
+    admin_viewers_group: Option<GroupName>,
+    admin_operators_group: Option<GroupName>,
     metrics: Option<Metrics>,
     data_dir: Option<AbsPath>,
     policy_dir: Option<AbsPath>,
     max_body_bytes: Option<usize>,
     limits: Option<crate::proxy::Limits>,
+}
+
+/// A Unix group name: 1 to 32 characters of A-Z a-z 0-9 . _ -, not
+/// starting with `-`.
+#[derive(Debug)]
+struct GroupName(String);
+
+impl<'de> Deserialize<'de> for GroupName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GroupName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Unix group name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<GroupName, E> {
+                let ok = (1..=32).contains(&name.len())
+                    && !name.starts_with('-')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                if ok {
+                    Ok(GroupName(name.to_owned()))
+                } else {
+                    Err(E::custom(format!(
+                        "invalid group name {name:?}: use 1 to 32 characters of A-Z a-z 0-9 . _ -"
+                    )))
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// An absolute path without `..` (a root daemon should not depend on its
@@ -651,6 +707,10 @@ mod tests {
             bpffs_dir: "/sys/fs/bpf/mesh".into(),
             listen: vec![DEFAULT_LISTEN_V4, DEFAULT_LISTEN_V6],
             admin_socket: "/run/mesh/admin.sock".into(),
+            admin_groups: AdminGroups {
+                viewers: "mesh-view".into(),
+                operators: "mesh-admin".into(),
+            },
             metrics: DEFAULT_METRICS,
             data_dir: "/var/lib/mesh".into(),
             policy_dir: "/etc/mesh/policies".into(),
@@ -700,6 +760,7 @@ mod tests {
                     bpffs_dir: /sys/fs/bpf/mesh-test\n\
                     listen: [\"127.0.0.5:16001\"]\n\
                     admin_socket: /tmp/t/admin.sock\n\
+                    admin_viewers_group: ops-read\n\
                     metrics: \"[::]:0\"\n\
                     data_dir: /tmp/t/data\n\
                     policy_dir: /tmp/t/policies\n";
@@ -713,6 +774,10 @@ mod tests {
                 bpffs_dir: "/sys/fs/bpf/mesh-test".into(),
                 listen: vec![SocketAddr::new(Ipv4Addr::new(127, 0, 0, 5).into(), 16001)],
                 admin_socket: "/tmp/t/admin.sock".into(),
+                admin_groups: AdminGroups {
+                    viewers: "ops-read".into(),
+                    operators: "mesh-admin".into(),
+                },
                 metrics: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
                 data_dir: "/tmp/t/data".into(),
                 policy_dir: "/tmp/t/policies".into(),
@@ -728,7 +793,7 @@ mod tests {
     #[test]
     fn config_errors_are_located() {
         let cases: &[(&str, &str)] = &[
-            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`, `limits`"),
+            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `admin_viewers_group`, `admin_operators_group`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`, `limits`"),
             ("data_dir: var/lib\n", "mesh.yaml:1:11: expected an absolute path, got \"var/lib\""),
             ("policy_dir: /etc/../x\n", "mesh.yaml:1:13: path \"/etc/../x\" must not contain \"..\""),
             ("listen: []\n", "mesh.yaml:1:9: listen must hold at least one address"),
@@ -745,6 +810,7 @@ mod tests {
             ("attach_cgroup: /sys/fs/cgroupx\n", "mesh.yaml:1:16: attach_cgroup /sys/fs/cgroupx is not inside cgroup_root /sys/fs/cgroup"),
             ("attach_cgroup: test\nparent_cgroup: other/agents\n", "mesh.yaml:2:16: parent_cgroup /sys/fs/cgroup/other/agents is not inside attach_cgroup /sys/fs/cgroup/test: processes started by `meshctl exec` would not be governed"),
             ("attach_cgroup: test\n", "mesh.yaml:1:16: parent_cgroup /sys/fs/cgroup/mesh is not inside attach_cgroup /sys/fs/cgroup/test: processes started by `meshctl exec` would not be governed"),
+            ("admin_operators_group: \"a b\"\n", "mesh.yaml:1:24: invalid group name \"a b\": use 1 to 32 characters of A-Z a-z 0-9 . _ -"),
             ("data_dir: /a\n---\ndata_dir: /b\n", "mesh.yaml: document 2 is one too many: the config must be a single YAML document"),
         ];
         let mut failures = Vec::new();

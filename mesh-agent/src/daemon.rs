@@ -15,7 +15,8 @@ use crate::{
     cgroup,
     config::{
         proxy_worker_count, Config, BUDGET_LEDGER_FILE, DRAIN_TIMEOUT, HEADER_READ_TIMEOUT,
-        L7_SNIFF_TIMEOUT, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE, SNIFF_TIMEOUT,
+        L7_SNIFF_TIMEOUT, QUARANTINE_RECORD_FILE, RECORD_RING_CAPACITY, SELECTOR_RECORD_FILE,
+        SNIFF_TIMEOUT,
     },
     jobs,
     kernel_events::{forward_kernel_logs, RefusedConnects},
@@ -24,6 +25,7 @@ use crate::{
     policy_watch::{self, Fingerprint, PolicyReloader},
     privileges::check_privileges,
     proxy::{tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
+    quarantine_triggers::QuarantineTriggers,
     records::RecordLog,
     state::{selectors::apply_policy_selectors, CgroupLayout, Governor},
 };
@@ -62,6 +64,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "selector tags of the previous run taken over"
         );
     }
+    let quarantined =
+        governor.remember_quarantine_in(config.data_dir.join(QUARANTINE_RECORD_FILE))?;
+    if quarantined > 0 {
+        info!(agents = quarantined, "agents under quarantine");
+    }
     let governor = Arc::new(governor);
 
     let reloader = Arc::new(PolicyReloader::new(
@@ -90,6 +97,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }),
     ));
     let records = Arc::new(RecordLog::new(RECORD_RING_CAPACITY));
+    records.observe_with(Arc::new(QuarantineTriggers::new(
+        governor.clone(),
+        policies.clone(),
+    )));
     // The CA for `tls: terminate`; without it those connections are refused
     // (and say why), everything else still works.
     let mesh_ca = match MeshCa::load_or_create(&config.data_dir) {
@@ -152,7 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         shutdown_rx.clone(),
     )));
-    let admin_listener = admin_server::bind(&config.admin_socket)
+    let admin_listener = admin_server::bind(&config.admin_socket, &config.admin_groups)
         .with_context(|| format!("binding admin socket {}", config.admin_socket.display()))?;
     info!(socket = %config.admin_socket.display(), "admin API listening");
     let admin = Arc::new(Admin {
@@ -163,6 +174,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listen: config.listen.iter().map(|a| a.to_string()).collect(),
         active: active.clone(),
         ledger: ledger.clone(),
+        groups: config.admin_groups.clone(),
     });
     tasks.push(tokio::spawn(admin_server::serve(
         admin_listener,

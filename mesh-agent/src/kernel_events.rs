@@ -24,7 +24,14 @@ impl RefusedConnects {
     /// One connect the kernel refused or could not record.
     pub fn on_event(&self, ev: ConnectEvent) {
         let agent = self.governor.agent_name(ev.dst.agent_id);
-        let reason = refusal_reason(ev.verdict);
+        let reason = match (ev.verdict, &agent) {
+            // No agent yet: a new cgroup under a watched one, refused until
+            // the selectors classify it.
+            (verdict::REFUSED_QUARANTINE, None) => {
+                "unclassified: a new cgroup is refused until the policy selectors classify it"
+            }
+            _ => refusal_reason(ev.verdict),
+        };
         self.metrics
             .record_connection(agent.as_deref(), Protocol::Tcp, Verdict::RefusedKernel);
         let identity = Identity::from_kernel(&ev.dst, agent);

@@ -19,5 +19,7 @@ pub mod metrics;
 pub mod policy_watch;
 pub mod privileges;
 pub mod proxy;
+pub mod quarantine_triggers;
 pub mod records;
 pub mod state;
+pub mod unix_names;

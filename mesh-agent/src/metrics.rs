@@ -106,7 +106,7 @@ pub struct Metrics {
 pub fn decision_label(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Forwarded => "allow",
-        Verdict::RefusedPolicy | Verdict::RefusedKernel => "refuse",
+        Verdict::RefusedPolicy | Verdict::RefusedKernel | Verdict::Quarantined => "refuse",
         Verdict::Held => "hold",
         Verdict::NoOriginalDestination | Verdict::UpstreamFailed | Verdict::Malformed => "error",
     }

@@ -35,6 +35,15 @@ pub enum Verdict {
     /// A call that needs a human's approval; answered as a refusal that says
     /// so until approvals exist.
     Held,
+    /// Not a connection: the agent was quarantined (a `quarantine.triggers`
+    /// entry tripped); the rule names the trigger, the reason the refusals.
+    Quarantined,
+}
+
+/// Sees every record as it is kept, and may answer with one record of its
+/// own to keep after it (which is not observed again).
+pub trait RecordObserver: Send + Sync {
+    fn observe(&self, record: &ConnectionRecord) -> Option<ConnectionRecord>;
 }
 
 /// Who is calling, as the kernel told the daemon (never anything the agent
@@ -248,6 +257,7 @@ pub struct RecordLog {
     ring: Mutex<VecDeque<ConnectionRecord>>,
     capacity: usize,
     next_id: AtomicU64,
+    observer: std::sync::OnceLock<Arc<dyn RecordObserver>>,
 }
 
 impl RecordLog {
@@ -256,7 +266,13 @@ impl RecordLog {
             ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
             capacity,
             next_id: AtomicU64::new(1),
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the observer of every record kept from now on (once).
+    pub fn observe_with(&self, observer: Arc<dyn RecordObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     pub fn next_id(&self) -> u64 {
@@ -269,6 +285,17 @@ impl RecordLog {
     /// more CPU than proxying the call (the records themselves are the
     /// audit trail).
     pub fn push(&self, record: ConnectionRecord) {
+        let follow_up = self.observer.get().and_then(|o| o.observe(&record));
+        self.keep(record);
+        if let Some(record) = follow_up {
+            self.keep(ConnectionRecord {
+                id: self.next_id(),
+                ..record
+            });
+        }
+    }
+
+    fn keep(&self, record: ConnectionRecord) {
         if record.call.is_none() {
             log_record!(tracing::Level::INFO, record);
         } else {

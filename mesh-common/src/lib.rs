@@ -28,6 +28,7 @@ pub mod map_names {
     pub const PEERS: &str = "MESH_PEERS";
     pub const COUNTERS: &str = "MESH_COUNTERS";
     pub const EVENTS: &str = "MESH_EVENTS";
+    pub const CLASSIFIED: &str = "MESH_CLASSIFIED";
 }
 
 /// Program names (the Rust function names in mesh-ebpf).
@@ -46,6 +47,14 @@ pub const TAG_QUARANTINED: u32 = 1;
 pub const TAG_AGENT_QUARANTINED: u32 = 2;
 /// Any of the quarantine bits.
 pub const QUARANTINE_MASK: u32 = TAG_QUARANTINED | TAG_AGENT_QUARANTINED;
+
+/// `MESH_CLASSIFIED` value bit: policy selectors may match below this
+/// cgroup, so each of its children must be classified (tagged, or given an
+/// entry of its own) before its connects are let through; until then the
+/// kernel refuses them, so a cgroup a selector will govern has no ungoverned
+/// moment. An entry without the bit says the cgroup was seen and is not
+/// governed (unless a tag says otherwise).
+pub const CLASS_WATCH_CHILDREN: u32 = 1;
 
 /// Value of `MESH_TAGS`, keyed by cgroup id (the cgroup directory's inode).
 /// Tagging a cgroup governs its whole subtree; the nearest tagged ancestor

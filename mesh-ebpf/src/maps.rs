@@ -10,6 +10,12 @@ use mesh_common::{CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey};
 #[map(name = "MESH_TAGS")]
 pub static MESH_TAGS: HashMap<u64, CgroupTag> = HashMap::pinned(16_384, 0);
 
+/// Cgroups the daemon has classified for the policy selectors: cgroup id ->
+/// `CLASS_*` bits. A child of a `CLASS_WATCH_CHILDREN` cgroup with neither a
+/// tag nor an entry here is not classified yet: its connects are refused.
+#[map(name = "MESH_CLASSIFIED")]
+pub static MESH_CLASSIFIED: HashMap<u64, u32> = HashMap::pinned(65_536, 0);
+
 /// Redirect target and attach level, index 0.
 #[map(name = "MESH_CONFIG")]
 pub static MESH_CONFIG: Array<MeshConfig> = Array::pinned(1, 0);

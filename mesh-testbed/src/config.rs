@@ -23,6 +23,9 @@ pub struct DaemonConfig {
     /// The proxy listens on 127.0.0.1 and [::1], on this port.
     pub listen_port: u16,
     pub admin_socket: PathBuf,
+    /// `admin_viewers_group` and `admin_operators_group`, when not the
+    /// daemon's defaults.
+    pub admin_groups: Option<(String, String)>,
     pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     pub policy_dir: PathBuf,
@@ -57,6 +60,14 @@ impl DaemonConfig {
             data = yaml_str(&self.data_dir),
             policies = yaml_str(&self.policy_dir),
         );
+        if let Some((viewers, operators)) = &self.admin_groups {
+            let _ = write!(
+                out,
+                "admin_viewers_group: {}\nadmin_operators_group: {}\n",
+                yaml_str(Path::new(viewers)),
+                yaml_str(Path::new(operators))
+            );
+        }
         out
     }
 

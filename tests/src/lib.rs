@@ -19,6 +19,7 @@ pub use mesh_testbed::{command_in_cgroup, http_get, remove_cgroup_tree};
 use mesh_testbed::{run_command, Daemon, DaemonConfig, DaemonOptions, Footprint, StartError};
 
 pub mod peers;
+pub mod users;
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -112,6 +113,7 @@ impl Mesh {
             bpffs_dir: bpffs_dir.clone(),
             listen_port,
             admin_socket: admin_socket.clone(),
+            admin_groups: None,
             metrics,
             data_dir: dir.join("data"),
             policy_dir: policy_dir.clone(),
@@ -166,6 +168,21 @@ impl Mesh {
             Err(e @ StartError::NotReady { .. }) => panic!("mesh-agent not ready:\n{}", e.log()),
             Err(e) => panic!("spawn mesh-agent: {e}"),
         }
+    }
+
+    /// Names the groups of the admin API's viewers and operators in the
+    /// config (before the daemon starts).
+    pub fn set_admin_groups(&self, viewers: &str, operators: &str) {
+        use std::io::Write as _;
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .expect("open config");
+        write!(
+            config,
+            "admin_viewers_group: \"{viewers}\"\nadmin_operators_group: \"{operators}\"\n"
+        )
+        .expect("write config");
     }
 
     pub fn daemon_pid(&self) -> u32 {

@@ -498,8 +498,11 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     let out = mesh.meshctl(&["tag", missing.to_str().expect("utf8"), "--agent", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no-such-cgroup"), "{}", stderr(&out));
-    let out = mesh.meshctl(&["quarantine", "nobody"]);
+    // Releasing an agent that is neither quarantined nor tagged: exit 1.
+    // (Quarantining one is allowed: it is remembered for its first cgroup.)
+    let out = mesh.meshctl(&["release", "nobody"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nobody"), "{}", stderr(&out));
 
     // Malformed config: file:line:col.
     let bad = mesh.dir.join("bad-config.yaml");
@@ -561,15 +564,16 @@ fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
 
 #[test]
 fn an_unprivileged_operator_can_exec_and_only_its_own_child_is_moved() {
-    use std::os::unix::fs::PermissionsExt as _;
     let server = HttpServer::start("127.0.0.2");
-    let mesh = Mesh::start(
+    // An operator: nobody, in the operators group (its primary group here),
+    // which is also the socket's group.
+    let operators = users::TestGroup::new("mops");
+    let mut mesh = Mesh::new(
         "nonroot",
         &[("u.yaml", &egress_policy("u", &[server.addr.to_string()]))],
     );
-    // Normally membership of group mesh-admin grants this.
-    std::fs::set_permissions(&mesh.admin_socket, std::fs::Permissions::from_mode(0o666))
-        .expect("chmod");
+    mesh.set_admin_groups(&operators.name, &operators.name);
+    mesh.start_daemon();
     let nobody = 65534;
     let out = std::process::Command::new(meshctl_bin())
         .arg("--socket")
@@ -586,7 +590,7 @@ fn an_unprivileged_operator_can_exec_and_only_its_own_child_is_moved() {
             &server.url(),
         ])
         .uid(nobody)
-        .gid(nobody)
+        .gid(operators.gid)
         .output()
         .expect("meshctl as nobody");
     assert!(out.status.success(), "exec as nobody: {}", stderr(&out));
@@ -613,7 +617,7 @@ fn an_unprivileged_operator_can_exec_and_only_its_own_child_is_moved() {
                 &format!("http://mesh{path}"),
             ])
             .uid(nobody)
-            .gid(nobody)
+            .gid(operators.gid)
             .output()
             .expect("curl admin")
     };

@@ -83,6 +83,7 @@ fn write_dev_config() -> Result<PathBuf> {
         bpffs_dir: PathBuf::from("/sys/fs/bpf/mesh-dev"),
         listen_port: 15001,
         admin_socket: admin_socket.clone(),
+        admin_groups: None,
         metrics: SocketAddr::from(([127, 0, 0, 1], 9464)),
         data_dir,
         policy_dir: policy_dir.clone(),

@@ -165,6 +165,7 @@ pub fn demo() -> Result<ExitCode> {
         bpffs_dir: bpffs,
         listen_port,
         admin_socket: demo.socket.clone(),
+        admin_groups: None,
         metrics,
         data_dir: dir.join("data"),
         policy_dir: repo_root().join("policies"),

@@ -79,6 +79,31 @@ impl AdminClient {
         Self::decode(status, &bytes)
     }
 
+    /// The socket refused us: its file mode admits root and one group (the
+    /// viewers', operators being members too), which the caller is not in.
+    fn no_role(&self) -> ClientError {
+        use std::os::unix::fs::MetadataExt as _;
+        let group = std::fs::metadata(&self.socket)
+            .ok()
+            .map(|m| m.gid())
+            .map(|gid| crate::unix_names::group_name(gid).unwrap_or_else(|| gid.to_string()));
+        let message = match group {
+            Some(group) => format!(
+                "permission denied on {}: the admin API needs the viewer or operator role; \
+                 the socket is open to root and to the members of group {group}",
+                self.socket.display()
+            ),
+            None => format!(
+                "permission denied on {}: the admin API needs the viewer or operator role",
+                self.socket.display()
+            ),
+        };
+        ClientError::Refused {
+            status: StatusCode::FORBIDDEN,
+            message,
+        }
+    }
+
     fn decode<R: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<R, ClientError> {
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(bytes)
@@ -98,9 +123,12 @@ impl AdminClient {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| ClientError::Unreachable {
-                    path: self.socket.clone(),
-                    source,
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::PermissionDenied => self.no_role(),
+                    _ => ClientError::Unreachable {
+                        path: self.socket.clone(),
+                        source,
+                    },
                 })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

@@ -2,4 +2,5 @@
 //! identity comes from the socket's peer credentials, never from the request.
 pub mod api;
 pub mod client;
+pub mod roles;
 pub mod server;

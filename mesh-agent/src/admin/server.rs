@@ -8,7 +8,10 @@ use hyper_util::rt::TokioIo;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{net::UnixListener, sync::watch};
 
-use super::api::*;
+use super::{
+    api::*,
+    roles::{AdminGroups, Caller, Role},
+};
 use crate::{
     budget::{Ledger, Unit},
     config::ADMIN_MAX_BODY_BYTES,
@@ -16,7 +19,7 @@ use crate::{
     policy_watch::PolicyReloader,
     proxy::ActiveConnections,
     records::RecordLog,
-    state::{Governor, StateError},
+    state::{Governor, QuarantineMode, StateError},
 };
 
 pub struct Admin {
@@ -27,11 +30,13 @@ pub struct Admin {
     pub listen: Vec<String>,
     pub active: ActiveConnections,
     pub ledger: Arc<Ledger>,
+    pub groups: AdminGroups,
 }
 
-/// Binds the socket: stale file removed, 0660, group `mesh-admin` when it
-/// exists (membership grants operator access).
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Binds the socket: stale file removed, 0660, owned by the viewers group
+/// (else the operators group) when it exists, so that only root and the
+/// holders of a role reach it; the daemon then checks each request's role.
+pub fn bind(path: &Path, groups: &AdminGroups) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -42,18 +47,18 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Some(gid) = group_id("mesh-admin") {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
+    match groups.socket_group() {
+        Some((gid, name)) => {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            tracing::info!(group = name, "admin socket open to its group");
+        }
+        None => tracing::warn!(
+            viewers = %groups.viewers,
+            operators = %groups.operators,
+            "neither admin group exists: only root can use the admin socket"
+        ),
     }
     Ok(listener)
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    let group = std::fs::read_to_string("/etc/group").ok()?;
-    group.lines().find_map(|line| {
-        let mut f = line.split(':');
-        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
-    })
 }
 
 pub async fn serve(listener: UnixListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
@@ -68,16 +73,13 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>, mut shutdown: watc
             },
             _ = shutdown.changed() => return,
         };
-        let cred = stream.peer_cred().ok();
-        let uid = cred.map(|c| c.uid()).unwrap_or(u32::MAX);
-        let pid = cred
-            .and_then(|c| c.pid())
-            .and_then(|p| u32::try_from(p).ok());
+        let caller = Arc::new(Caller::of(&stream));
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.route(req, (uid, pid)).await) }
+                let caller = caller.clone();
+                async move { Ok::<_, Infallible>(admin.route(req, &caller).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -177,16 +179,29 @@ impl Admin {
         Some(error(StatusCode::FORBIDDEN, why))
     }
 
-    /// `caller` is the peer's (uid, pid) from the socket credentials.
-    async fn route(&self, req: Request<Incoming>, caller: (u32, Option<u32>)) -> Reply {
-        let uid = caller.0;
+    /// A caller without the role the request needs is refused (403),
+    /// told which role and group it lacks.
+    fn refuse_without_role(&self, caller: &Caller, method: &Method, path: &str) -> Option<Reply> {
+        let need = Role::needed_for(method, path);
+        let what = path.strip_prefix("/v1/").unwrap_or(path);
+        let why = self.groups.authorize(caller, need, what).err()?;
+        tracing::warn!(%method, path, uid = caller.uid, reason = %why, "admin request refused");
+        Some(error(StatusCode::FORBIDDEN, why))
+    }
+
+    /// `caller` is the peer from the socket credentials.
+    async fn route(&self, req: Request<Incoming>, caller: &Caller) -> Reply {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
-        tracing::debug!(%method, %path, uid, "admin request");
-        if let Some(refusal) = self.refuse_governed_caller(caller.1, &method, &path) {
+        tracing::debug!(%method, %path, uid = caller.uid, "admin request");
+        if let Some(refusal) = self.refuse_governed_caller(caller.pid, &method, &path) {
             return refusal;
         }
+        if let Some(refusal) = self.refuse_without_role(caller, &method, &path) {
+            return refusal;
+        }
+        let caller = (caller.uid, caller.pid);
         let governor = &self.governor;
         let cgroup_reply = |p: &std::path::Path| CgroupResponse {
             cgroup: p.display().to_string(),
@@ -216,9 +231,15 @@ impl Admin {
             }
             (Method::POST, p @ (QUARANTINE | RELEASE)) => {
                 let on = p == QUARANTINE;
+                let policy = self.policies.snapshot();
+                let reason = format!("meshctl quarantine (uid {})", caller.0);
                 handle(req, |r: TargetRequest| {
+                    // An agent is stopped the way its policy says.
+                    let mode = policy
+                        .quarantine(&r.target)
+                        .map_or(QuarantineMode::Isolate, |q| q.mode.into());
                     governor
-                        .set_quarantine(&r.target, on)
+                        .set_quarantine_as(&r.target, on, mode, &reason)
                         .map(|ids| TargetResponse {
                             target: r.target,
                             cgroups_changed: ids.len(),

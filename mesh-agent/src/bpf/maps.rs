@@ -7,7 +7,7 @@ use aya::{
     Ebpf,
 };
 use mesh_common::{
-    map_names::{CONFIG, COUNTERS, PEERS, TAGS},
+    map_names::{CLASSIFIED, CONFIG, COUNTERS, PEERS, TAGS},
     CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey,
 };
 
@@ -21,6 +21,10 @@ pub trait GovernanceMaps: Send + Sync + 'static {
     /// Counters of a governing cgroup, summed over CPUs (zero when absent).
     fn counters(&self, cgroup_id: u64) -> Result<CgroupCounters, BpfError>;
     fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError>;
+    /// Selector classifications (`MESH_CLASSIFIED`): cgroup id -> `CLASS_*` bits.
+    fn put_class(&self, cgroup_id: u64, class: u32) -> Result<(), BpfError>;
+    fn delete_class(&self, cgroup_id: u64) -> Result<(), BpfError>;
+    fn classes(&self) -> Result<Vec<(u64, u32)>, BpfError>;
 }
 
 /// Original destinations recorded by the kernel for accepted connections.
@@ -36,6 +40,7 @@ pub struct KernelMaps {
     tags: Mutex<HashMap<MapData, u64, CgroupTag>>,
     peers: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
     counters: Mutex<PerCpuHashMap<MapData, u64, CgroupCounters>>,
+    classes: Mutex<HashMap<MapData, u64, u32>>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -81,11 +86,17 @@ impl KernelMaps {
             .ok_or(BpfError::MissingMap(COUNTERS))?
             .try_into()
             .map_err(map_err(COUNTERS))?;
+        let classes = ebpf
+            .take_map(CLASSIFIED)
+            .ok_or(BpfError::MissingMap(CLASSIFIED))?
+            .try_into()
+            .map_err(map_err(CLASSIFIED))?;
         Ok(KernelMaps {
             _config: cfg,
             tags: Mutex::new(tags),
             peers: Mutex::new(peers),
             counters: Mutex::new(counters),
+            classes: Mutex::new(classes),
         })
     }
 }
@@ -130,6 +141,26 @@ impl GovernanceMaps for KernelMaps {
             _ => Ok(()),
         }
     }
+
+    fn put_class(&self, cgroup_id: u64, class: u32) -> Result<(), BpfError> {
+        lock(&self.classes)
+            .insert(cgroup_id, class, 0)
+            .map_err(map_err(CLASSIFIED))
+    }
+
+    fn delete_class(&self, cgroup_id: u64) -> Result<(), BpfError> {
+        match lock(&self.classes).remove(&cgroup_id) {
+            Err(e) if !absent(&e) => Err(map_err(CLASSIFIED)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn classes(&self) -> Result<Vec<(u64, u32)>, BpfError> {
+        lock(&self.classes)
+            .iter()
+            .map(|r| r.map_err(map_err(CLASSIFIED)))
+            .collect()
+    }
 }
 
 impl OrigDstSource for KernelMaps {
@@ -147,6 +178,7 @@ pub struct MemoryMaps {
     pub tags: Mutex<std::collections::HashMap<u64, CgroupTag>>,
     pub counters: Mutex<std::collections::HashMap<u64, CgroupCounters>>,
     pub peers: Mutex<std::collections::HashMap<PeerKey, OrigDst>>,
+    pub classes: Mutex<std::collections::HashMap<u64, u32>>,
 }
 
 impl GovernanceMaps for MemoryMaps {
@@ -170,6 +202,17 @@ impl GovernanceMaps for MemoryMaps {
     fn delete_counters(&self, cgroup_id: u64) -> Result<(), BpfError> {
         lock(&self.counters).remove(&cgroup_id);
         Ok(())
+    }
+    fn put_class(&self, cgroup_id: u64, class: u32) -> Result<(), BpfError> {
+        lock(&self.classes).insert(cgroup_id, class);
+        Ok(())
+    }
+    fn delete_class(&self, cgroup_id: u64) -> Result<(), BpfError> {
+        lock(&self.classes).remove(&cgroup_id);
+        Ok(())
+    }
+    fn classes(&self) -> Result<Vec<(u64, u32)>, BpfError> {
+        Ok(lock(&self.classes).iter().map(|(k, v)| (*k, *v)).collect())
     }
 }
 

@@ -16,6 +16,8 @@ pub enum StateError {
     NotGoverned(String),
     #[error("no cgroup is tagged for agent {0:?}")]
     UnknownAgent(String),
+    #[error("agent {0:?} is quarantined in freeze mode; `meshctl release {0}` first")]
+    Frozen(String),
     #[error("no process {0}")]
     NoSuchProcess(u32),
     #[error("process {0} is not a child of the caller running as the caller's user")]

@@ -5,13 +5,21 @@
 //! until it exits and the tag collector removes the cgroup.
 use std::{collections::HashMap, path::PathBuf, sync::atomic::Ordering};
 
-use super::{validate_agent_name, Governor, StateError};
+use super::{validate_agent_name, Governor, QuarantineMode, StateError};
 use crate::cgroup;
 
 impl Governor {
     /// Creates a fresh cgroup for `meshctl exec` and tags it.
+    /// An agent quarantined in freeze mode is refused: its command would
+    /// start frozen and `meshctl exec` would never return.
     pub fn create_exec_cgroup(&self, agent: &str) -> Result<PathBuf, StateError> {
         validate_agent_name(agent)?;
+        if self
+            .agent_quarantine(agent)
+            .is_some_and(|q| q.mode == QuarantineMode::Freeze)
+        {
+            return Err(StateError::Frozen(agent.to_owned()));
+        }
         let seq = self.exec_seq.fetch_add(1, Ordering::Relaxed);
         let path = self
             .layout

@@ -3,7 +3,7 @@
 //!
 //! [`Governor`] is defined here with its name index; its operations live one
 //! concern per file: `tagging` (tag, untag, collecting tags of removed
-//! cgroups), `quarantine`, `exec` (the cgroups of `meshctl exec`), `caller`
+//! cgroups), `quarantine` (with `remembered`, the per-agent record), `exec` (the cgroups of `meshctl exec`), `caller`
 //! (which agent governs a process),
 //! `status` (the operators' view) and [`selectors`] (tags made by policy
 //! `match: {cgroup: GLOB}`).
@@ -12,6 +12,7 @@ mod error;
 mod exec;
 mod names;
 mod quarantine;
+mod remembered;
 pub mod selectors;
 mod status;
 mod tagging;
@@ -19,7 +20,7 @@ mod tagging;
 mod tests;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::{atomic::AtomicU64, Arc, Mutex, RwLock},
 };
@@ -28,6 +29,7 @@ use mesh_common::{CgroupCounters, CgroupTag};
 
 pub use error::StateError;
 pub use names::validate_agent_name;
+pub use remembered::{AgentQuarantine, QuarantineMode};
 pub use selectors::{plan_selector_tags, SelectorAction, SelectorCandidate, SelectorChanges};
 pub use status::{AgentStatus, CgroupStatus, Counters};
 
@@ -62,6 +64,10 @@ pub struct Governor {
     /// restarted daemon still tells them from explicit tags.
     selector_made: Mutex<HashMap<u64, String>>,
     selector_record: Option<PathBuf>,
+    /// Agents under quarantine (see `remembered`), kept in
+    /// `quarantine_record` when set.
+    quarantined_agents: Mutex<BTreeMap<String, AgentQuarantine>>,
+    quarantine_record: Option<PathBuf>,
 }
 
 impl Governor {
@@ -83,6 +89,8 @@ impl Governor {
             lingering_exec: Mutex::new(HashMap::new()),
             selector_made: Mutex::new(HashMap::new()),
             selector_record: None,
+            quarantined_agents: Mutex::new(BTreeMap::new()),
+            quarantine_record: None,
         })
     }
 

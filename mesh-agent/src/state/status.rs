@@ -27,6 +27,9 @@ pub struct AgentStatus {
     pub cgroups: Vec<CgroupStatus>,
     /// Current cgroups plus cgroups untagged since the daemon started.
     pub totals: Counters,
+    /// The agent's own quarantine (it outlives its cgroups), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<super::AgentQuarantine>,
 }
 
 impl Governor {
@@ -73,15 +76,21 @@ impl Governor {
                 .totals
                 .add(retired);
         }
+        let remembered = self.quarantine_lock().clone();
+        for name in remembered.keys() {
+            agents.entry(name.clone()).or_insert_with(new_acc);
+        }
         let mut out: Vec<AgentStatus> = agents
             .into_iter()
             .map(|(name, mut acc)| {
                 acc.cgroups.sort_by_key(|c| c.id);
+                let quarantine = remembered.get(&name).cloned();
                 AgentStatus {
+                    quarantined: acc.quarantined || quarantine.is_some(),
                     name,
-                    quarantined: acc.quarantined,
                     cgroups: acc.cgroups,
                     totals: acc.totals,
+                    quarantine,
                 }
             })
             .collect();

@@ -9,6 +9,7 @@ use mesh_common::{agent_id, CgroupTag, TAG_AGENT_QUARANTINED};
 
 use super::{
     names::{decode_name, encode_name},
+    remembered::QuarantineMode,
     validate_agent_name, Governor, StateError,
 };
 use crate::cgroup;
@@ -37,11 +38,30 @@ impl Governor {
     }
 
     pub(super) fn tag_id(&self, path: &Path, id: u64, agent: &str) -> Result<(), StateError> {
+        self.put_agent_tag(path, id, agent, false)
+    }
+
+    /// Tags `id` for `agent` over whatever tag it has (a selector that now
+    /// names another agent), in one map write: the cgroup is governed at
+    /// every moment. The old agent keeps the counters so far; the new one
+    /// does not inherit the old one's quarantine.
+    pub(super) fn retag_id(&self, path: &Path, id: u64, agent: &str) -> Result<(), StateError> {
+        self.put_agent_tag(path, id, agent, true)
+    }
+
+    fn put_agent_tag(
+        &self,
+        path: &Path,
+        id: u64,
+        agent: &str,
+        replace: bool,
+    ) -> Result<(), StateError> {
         let aid = agent_id(agent.as_bytes());
         let tags = self.tags()?;
-        if let Some(existing) = tags.get(&id) {
+        let previous = tags.get(&id).copied();
+        if let Some(existing) = &previous {
             let name = decode_name(&existing.agent_name);
-            if name != agent {
+            if name != agent && !replace {
                 return Err(StateError::AlreadyTagged(path.display().to_string(), name));
             }
         }
@@ -54,17 +74,27 @@ impl Governor {
                 });
             }
         }
-        // A cgroup tagged for an agent under quarantine is quarantined too.
+        // A cgroup tagged for an agent under quarantine is quarantined too,
+        // whether the quarantine is remembered or seen on its other cgroups.
+        let remembered = self.agent_quarantine(agent);
         let inherited = tags
             .values()
             .filter(|t| t.agent_id == aid)
-            .fold(0, |acc, t| acc | (t.flags & TAG_AGENT_QUARANTINED));
-        let flags = tags.get(&id).map(|t| t.flags).unwrap_or(0) | inherited;
+            .fold(0, |acc, t| acc | (t.flags & TAG_AGENT_QUARANTINED))
+            | if remembered.is_some() {
+                TAG_AGENT_QUARANTINED
+            } else {
+                0
+            };
+        let kept = match &previous {
+            Some(t) if t.agent_id == aid => t.flags,
+            _ => 0,
+        };
         self.maps.put_tag(
             id,
             &CgroupTag {
                 agent_id: aid,
-                flags,
+                flags: kept | inherited,
                 agent_name: encode_name(agent),
             },
         )?;
@@ -72,6 +102,19 @@ impl Governor {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(aid, Arc::from(agent));
+        if let Some(old) = previous.filter(|t| t.agent_id != aid) {
+            let counters = self.maps.counters(id)?;
+            self.maps.delete_counters(id)?;
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(decode_name(&old.agent_name))
+                .or_default()
+                .add(&counters);
+        }
+        if remembered.is_some_and(|q| q.mode == QuarantineMode::Freeze) {
+            self.freeze(path, true);
+        }
         tracing::info!(agent, cgroup = %path.display(), cgroup_id = id, "tagged");
         Ok(())
     }

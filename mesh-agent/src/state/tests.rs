@@ -88,7 +88,7 @@ fn errors_name_what_is_wrong() {
         Err(StateError::BadAgentName(_))
     ));
     assert!(matches!(
-        g.set_quarantine("ghost", true),
+        g.set_quarantine("ghost", false),
         Err(StateError::UnknownAgent(_))
     ));
     let outside = dir.path().join("elsewhere");
@@ -202,4 +202,45 @@ fn an_exec_cgroup_with_processes_left_stays_tagged_until_it_is_empty() {
     assert!(!cg.exists());
     assert!(!maps.tags.lock().unwrap().contains_key(&id));
     assert_eq!(g.reap_exec_cgroups().unwrap(), 0);
+}
+
+#[test]
+fn an_agent_with_no_cgroup_can_be_quarantined_and_it_is_remembered() {
+    let (dir, mut g, maps) = governor();
+    let record = dir.path().join("data/quarantine.json");
+    assert_eq!(g.remember_quarantine_in(record.clone()).unwrap(), 0);
+    assert_eq!(g.set_quarantine("ghost", true).unwrap(), Vec::<u64>::new());
+    let status = g.status(false).unwrap();
+    assert!(status[0].quarantined && status[0].cgroups.is_empty());
+
+    // A cgroup tagged for it later starts quarantined.
+    let later = g.create_exec_cgroup("ghost").unwrap();
+    let id = crate::cgroup::id_of(&later).unwrap();
+    assert!(maps.tags.lock().unwrap()[&id].quarantined());
+    g.finish_exec_cgroup(later.to_str().unwrap()).unwrap();
+
+    // A new daemon over the same maps and record remembers it.
+    let layout = g.layout().clone();
+    let mut again = Governor::new(maps.clone(), layout).unwrap();
+    assert_eq!(again.remember_quarantine_in(record).unwrap(), 1);
+    assert!(again.agent_quarantine("ghost").is_some());
+    again.set_quarantine("ghost", false).unwrap();
+    assert!(again.agent_quarantine("ghost").is_none());
+    assert!(matches!(
+        again.set_quarantine("ghost", false),
+        Err(StateError::UnknownAgent(_))
+    ));
+}
+
+#[test]
+fn an_agent_quarantined_in_freeze_mode_gets_no_new_exec() {
+    let (_dir, g, _) = governor();
+    g.set_quarantine_as("icy", true, QuarantineMode::Freeze, "test")
+        .unwrap();
+    assert!(matches!(
+        g.create_exec_cgroup("icy"),
+        Err(StateError::Frozen(_))
+    ));
+    g.set_quarantine("icy", false).unwrap();
+    assert!(g.create_exec_cgroup("icy").is_ok());
 }

@@ -109,6 +109,7 @@ pub(super) fn write_config(env: &Env, listen_port: u16) -> Result<()> {
         bpffs_dir: env.bpffs_dir.clone(),
         listen_port,
         admin_socket: env.admin_socket.clone(),
+        admin_groups: None,
         metrics: env.metrics,
         data_dir: env.data_dir.clone(),
         policy_dir: env.dir.join("policies"),

@@ -31,6 +31,10 @@ pub(crate) enum Command {
     Exec {
         #[arg(long)]
         agent: String,
+        /// Run CMD as this user (needs root). Agents should run as a user of
+        /// their own: not root, and not an admin operator.
+        #[arg(long)]
+        user: Option<String>,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
@@ -51,6 +55,8 @@ pub(crate) enum Command {
     ExecGate {
         #[arg(long)]
         fd: i32,
+        #[arg(long)]
+        user: Option<String>,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },

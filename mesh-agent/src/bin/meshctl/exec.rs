@@ -9,6 +9,7 @@ use std::{
     process::ExitCode,
 };
 
+use crate::user;
 use mesh_agent::{
     admin::{
         api::{self, AttachRequest, CgroupRequest, CgroupResponse, ExecRequest},
@@ -22,11 +23,22 @@ use mesh_agent::{
 /// pipe until the daemon has moved it into the cgroup and only then execs CMD
 /// (same pid), so CMD's first connect is already governed. The daemon does the
 /// move: cgroup v2 would not let an unprivileged caller do it.
+///
+/// With `user`, CMD runs as that user (the gate switches after the move,
+/// before it execs CMD); meshctl must then run as root.
 pub(crate) async fn exec(
     client: &AdminClient,
     agent: &str,
+    user: Option<&str>,
     cmd: &[String],
 ) -> Result<ExitCode, ClientError> {
+    if let Some(name) = user {
+        // Checked before the daemon is asked for anything.
+        if let Err(e) = user::lookup(name).and_then(|u| user::may_become(&u)) {
+            eprintln!("meshctl: {e}");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
     let r: CgroupResponse = client
         .post(
             api::EXEC,
@@ -35,7 +47,7 @@ pub(crate) async fn exec(
             },
         )
         .await?;
-    let status = run_gated(client, &r.cgroup, cmd).await;
+    let status = run_gated(client, &r.cgroup, user, cmd).await;
     let done: Result<CgroupResponse, _> = client
         .post(
             api::EXEC_DONE,
@@ -73,6 +85,7 @@ pub(crate) async fn exec(
 async fn run_gated(
     client: &AdminClient,
     cgroup: &str,
+    user: Option<&str>,
     cmd: &[String],
 ) -> Result<std::io::Result<std::process::ExitStatus>, ClientError> {
     let mut fds = [0i32; 2];
@@ -90,14 +103,15 @@ async fn run_gated(
         Ok(me) => me,
         Err(e) => return Ok(Err(e)),
     };
-    let mut child = match std::process::Command::new(me)
+    let mut gate_cmd = std::process::Command::new(me);
+    gate_cmd
         .arg("exec-gate")
         .arg("--fd")
-        .arg(gate_read.as_raw_fd().to_string())
-        .arg("--")
-        .args(cmd)
-        .spawn()
-    {
+        .arg(gate_read.as_raw_fd().to_string());
+    if let Some(name) = user {
+        gate_cmd.arg("--user").arg(name);
+    }
+    let mut child = match gate_cmd.arg("--").args(cmd).spawn() {
         Ok(child) => child,
         Err(e) => return Ok(Err(e)),
     };
@@ -168,9 +182,10 @@ async fn wait_forwarding_signals(
     }
 }
 
-/// `meshctl exec-gate --fd N -- CMD…` (internal): wait for one byte on fd N,
-/// then become CMD. EOF means meshctl gave up: exit without running CMD.
-pub(crate) fn exec_gate(fd: i32, cmd: &[String]) -> ExitCode {
+/// `meshctl exec-gate --fd N [--user NAME] -- CMD…` (internal): wait for
+/// one byte on fd N, then become NAME (if given) and CMD. EOF means meshctl
+/// gave up: exit without running CMD; so does a failed user switch.
+pub(crate) fn exec_gate(fd: i32, user: Option<&str>, cmd: &[String]) -> ExitCode {
     let mut byte = [0u8; 1];
     // SAFETY: fd was inherited from meshctl for exactly this read.
     let gate = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -179,7 +194,24 @@ pub(crate) fn exec_gate(fd: i32, cmd: &[String]) -> ExitCode {
         eprintln!("meshctl: not started: the cgroup could not be set up");
         return ExitCode::from(EXIT_FAILED);
     }
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if let Some(name) = user {
+        let switched = user::lookup(name).and_then(|u| user::become_user(&u).map(|()| u));
+        match switched {
+            Ok(u) => {
+                command
+                    .env("HOME", &u.home)
+                    .env("USER", &u.name)
+                    .env("LOGNAME", &u.name);
+            }
+            Err(e) => {
+                eprintln!("meshctl: not started: cannot run as user {name}: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+    let err = command.exec();
     eprintln!("meshctl: cannot run {}: {err}", cmd[0]);
     // Like a shell: 127 when the command is not found.
     ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {

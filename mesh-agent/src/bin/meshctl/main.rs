@@ -4,6 +4,7 @@ mod cli;
 mod exec;
 mod output;
 mod policy;
+mod user;
 
 use std::process::ExitCode;
 
@@ -136,8 +137,12 @@ async fn run(cli: &Cli) -> Result<ExitCode, ClientError> {
             }
         }
         Command::Policy { command } => return policy::policy(&client, command, json).await,
-        Command::Exec { agent, cmd } => return exec::exec(&client, agent, cmd).await,
-        Command::ExecGate { fd, cmd } => return Ok(exec::exec_gate(*fd, cmd)),
+        Command::Exec { agent, user, cmd } => {
+            return exec::exec(&client, agent, user.as_deref(), cmd).await
+        }
+        Command::ExecGate { fd, user, cmd } => {
+            return Ok(exec::exec_gate(*fd, user.as_deref(), cmd))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

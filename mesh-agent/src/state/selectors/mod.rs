@@ -5,15 +5,20 @@
 //! applies the plan through the maps, and `record` keeps what selectors
 //! made across restarts. The passes run after each reload and on the
 //! rescan job (`crate::jobs`).
+mod classify;
 mod plan;
 mod record;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use tracing::{info, warn};
 
+pub use classify::{desired_classes, may_match_below};
 pub use plan::{plan_selector_tags, SelectorAction, SelectorCandidate};
 
 use super::{names::decode_name, Governor, StateError};
@@ -50,7 +55,7 @@ impl Governor {
     ) -> Result<SelectorChanges, StateError> {
         let mut made = self.selector_made.lock().unwrap_or_else(|p| p.into_inner());
         let mut selectors = selectors();
-        if selectors.is_empty() && made.is_empty() {
+        if selectors.is_empty() && made.is_empty() && self.maps.classes()?.is_empty() {
             // Nothing to match and nothing to undo: skip the tree walk.
             return Ok(SelectorChanges::default());
         }
@@ -79,6 +84,17 @@ impl Governor {
             })
             .collect();
         let plan = plan_selector_tags(&selectors, &attach, &cgroups, &tagged, &made);
+        let globs: Vec<&str> = selectors.iter().map(|(_, g)| g.as_str()).collect();
+        let classes = desired_classes(&globs, &attach, &cgroups);
+        // Classified after their tag, never before (see `classify`).
+        let later: HashSet<u64> = plan
+            .iter()
+            .filter_map(|a| match a {
+                SelectorAction::Tag { id, .. } | SelectorAction::Retag { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        self.classify_before_tagging(&classes, &later)?;
         if plan.is_empty() {
             return Ok(SelectorChanges::default());
         }
@@ -121,14 +137,10 @@ impl Governor {
                     from,
                     to,
                 } => {
-                    let tag = self.maps.tags()?.into_iter().find(|(i, _)| *i == id);
-                    if let Some((_, tag)) = tag {
-                        // Retire first: the old agent keeps its counters and
-                        // the new one does not inherit the old one's quarantine.
-                        self.retire(id, &tag)?;
-                    }
                     made.remove(&id);
-                    match self.tag_id(&full(&rel_path), id, &to) {
+                    // In place: the cgroup is governed by one agent or the
+                    // other at every moment, never by none.
+                    match self.retag_id(&full(&rel_path), id, &to) {
                         Ok(()) => {
                             made.insert(id, to);
                             changes.retagged += 1;
@@ -140,6 +152,7 @@ impl Governor {
                 }
             }
         }
+        self.classify_after_tagging(&classes, &later);
         self.save_selector_record(&made);
         Ok(changes)
     }

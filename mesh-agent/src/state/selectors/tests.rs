@@ -1,5 +1,7 @@
 use std::{collections::HashMap, path::Path};
 
+use mesh_common::CLASS_WATCH_CHILDREN;
+
 use super::*;
 use crate::{policy::path_glob_matches as cgroup_glob_matches, state::tests::governor};
 
@@ -265,4 +267,46 @@ fn a_restarted_governor_still_knows_which_tags_selectors_made() {
     let tags = maps.tags.lock().unwrap();
     assert!(!tags.contains_key(&id(&sel)));
     assert!(tags.contains_key(&id(&hand)));
+}
+
+#[test]
+fn only_paths_a_glob_could_still_reach_are_watched() {
+    let g = "/t/sel-*";
+    assert!(may_match_below(g, ""));
+    assert!(may_match_below(g, "t"));
+    assert!(
+        !may_match_below(g, "t/sel-1"),
+        "a match, but nothing below it"
+    );
+    assert!(!may_match_below(g, "u"));
+    assert!(may_match_below("/t/*/svc", "t/a"));
+    assert!(!may_match_below("/t/*/svc", "t/a/svc"));
+    assert!(may_match_below("/t/**/z", "t/a/b"));
+    assert!(may_match_below("/t/**", "t"));
+    assert!(!may_match_below("/t/sel-?", "t/x/y"));
+}
+
+#[test]
+fn children_of_watched_cgroups_are_classified() {
+    let attach = cand("t", 1);
+    let cgroups = [
+        cand("t/sel-1", 2),
+        cand("t/plain", 3),
+        cand("t/plain/deep", 4),
+        cand("t/agents", 5),
+    ];
+    let got = desired_classes(&["/t/sel-*"], &attach, &cgroups);
+    let want: HashMap<u64, (u32, usize)> = [
+        (1, (CLASS_WATCH_CHILDREN, 0)),
+        (2, (0, 2)),
+        (3, (0, 2)),
+        (5, (0, 2)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want, "t/plain/deep is below an unwatched cgroup");
+    assert!(desired_classes(&[], &attach, &cgroups).is_empty());
+    let deep = desired_classes(&["/t/*/svc"], &attach, &cgroups);
+    assert_eq!(deep.get(&3), Some(&(CLASS_WATCH_CHILDREN, 2)));
+    assert_eq!(deep.get(&4), Some(&(0, 3)));
 }
