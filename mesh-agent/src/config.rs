@@ -134,6 +134,8 @@ fn positive(value: Option<&str>) -> Option<usize> {
         .filter(|&n: &usize| n > 0)
 }
 
+/// listen(2) backlog of the proxy listeners (tokio's default for bind).
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// How long a stopping daemon lets connections in flight finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).

@@ -5,7 +5,7 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use anyhow::{anyhow, Context as _};
-use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
+use tokio::{signal::unix::SignalKind, sync::watch};
 use tracing::{info, warn};
 
 use crate::{
@@ -20,9 +20,10 @@ use crate::{
     },
     jobs,
     kernel_events::{forward_kernel_logs, RefusedConnects},
+    listener::bind_marked,
     metrics::{self, BudgetSource, Metrics},
     policy::PolicyStore,
-    policy_watch::{self, Fingerprint, PolicyReloader},
+    policy_watch::{self, apply_kernel_policy, Fingerprint, PolicyReloader},
     privileges::check_privileges,
     proxy::{tls::MeshCa, workers::ProxyWorkers, L7Settings, Proxy, ProxyParts},
     quarantine_triggers::QuarantineTriggers,
@@ -38,6 +39,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|errors| anyhow!("invalid policy:\n{errors}"))?;
     let policies = Arc::new(PolicyStore::new(initial));
 
+    // Listen before attaching: connect4/6 redirect only to the marked
+    // listener, so a failed bind stops here and leaves no redirect behind
+    // (pinned programs of an earlier run refuse, they never redirect to an
+    // unmarked socket).
+    let mut listeners = Vec::with_capacity(config.listen.len());
+    for addr in &config.listen {
+        let listener = bind_marked(*addr).with_context(|| format!("binding listener {addr}"))?;
+        info!(%addr, "proxy listening");
+        listeners.push(listener);
+    }
     for dir in [&config.attach_cgroup, &config.parent_cgroup] {
         cgroup::create(dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
     }
@@ -49,6 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("setting up the kernel programs")?;
     let maps = loaded.maps.clone();
+    apply_kernel_policy(&loaded.policy_maps, &policies.snapshot());
     let mut governor = Governor::new(
         maps.clone() as Arc<dyn GovernanceMaps>,
         CgroupLayout {
@@ -71,12 +83,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let governor = Arc::new(governor);
 
-    let reloader = Arc::new(PolicyReloader::new(
-        config.policy_dir.clone(),
-        policies.clone(),
-        Some(governor.clone()),
-        policy_fingerprint,
-    ));
+    let reloader = Arc::new(
+        PolicyReloader::new(
+            config.policy_dir.clone(),
+            policies.clone(),
+            Some(governor.clone()),
+            policy_fingerprint,
+        )
+        .with_kernel_policy(loaded.policy_maps.clone()),
+    );
     // Selectors of the policy loaded at start, before the first connect.
     apply_policy_selectors(&governor, &policies);
 
@@ -130,18 +145,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let active = proxy.active.clone();
 
     let mut tasks = Vec::new();
-    let mut listeners = Vec::with_capacity(config.listen.len());
-    for addr in &config.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding listener {addr}"))?;
-        info!(%addr, "proxy listening");
-        listeners.push(
-            listener
-                .into_std()
-                .with_context(|| format!("listener {addr}"))?,
-        );
-    }
     let worker_count = proxy_worker_count();
     let workers = ProxyWorkers::start(
         proxy.clone(),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod jobs;
 pub mod kernel_events;
+pub mod listener;
 pub mod metrics;
 pub mod policy_watch;
 pub mod privileges;

@@ -288,7 +288,7 @@ impl Collector for CgroupCollector {
             }
         };
         use prometheus_client::metrics::MetricType::Counter;
-        let families: [CounterFamily; 3] = [
+        let families: [CounterFamily; 5] = [
             (
                 "mesh_cgroup_connects",
                 "TCP connects by governed processes, by kernel verdict",
@@ -306,6 +306,18 @@ impl Collector for CgroupCollector {
                 "Packets dropped in the kernel by quarantine",
                 "",
                 |t| vec![("", t.packets_dropped)],
+            ),
+            (
+                "mesh_cgroup_udp",
+                "UDP connects and addressed sends by governed processes, by kernel verdict",
+                "verdict",
+                |t| vec![("allowed", t.udp_allowed), ("refused", t.udp_refused)],
+            ),
+            (
+                "mesh_cgroup_refusals",
+                "Sockets (neither TCP nor UDP) and binds refused in the kernel",
+                "kind",
+                |t| vec![("socket", t.sockets_refused), ("bind", t.binds_refused)],
             ),
         ];
         for (name, help, label, values) in families {

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
+    bpf::{KernelPolicy, PolicyMaps},
     policy::{PolicyErrors, PolicySet, PolicyStore},
     records::unix_ms,
     state::{selectors::apply_policy_selectors, Governor},
@@ -101,6 +102,16 @@ pub fn load_at_start(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     Ok(p)
 }
 
+/// Writes the UDP and ingress entries of `policies` to the kernel. A
+/// failure is logged: entries the new set adds may be missing (refused)
+/// and entries it drops may stay until the next successful write.
+pub fn apply_kernel_policy(maps: &PolicyMaps, policies: &PolicySet) {
+    match maps.apply(&KernelPolicy::of(policies)) {
+        Ok(()) => info!("kernel policy (udp, ingress) written"),
+        Err(e) => warn!(error = %e, "writing the kernel policy (udp, ingress)"),
+    }
+}
+
 /// A successful reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reloaded {
@@ -114,6 +125,8 @@ pub struct PolicyReloader {
     store: Arc<PolicyStore>,
     /// Applies the new set's selectors after each successful reload.
     governor: Option<Arc<Governor>>,
+    /// Receives the parts of each new set the kernel enforces alone.
+    kernel: Option<Arc<PolicyMaps>>,
     /// Held for the whole of a reload, so that reloads never interleave.
     state: Mutex<LoadState>,
 }
@@ -139,11 +152,18 @@ impl PolicyReloader {
             dir,
             store,
             governor,
+            kernel: None,
             state: Mutex::new(LoadState {
                 fingerprint,
                 loaded_unix_ms: unix_ms(SystemTime::now()),
             }),
         }
+    }
+
+    /// Also writes each reloaded set's UDP and ingress entries to `maps`.
+    pub fn with_kernel_policy(mut self, maps: Arc<PolicyMaps>) -> PolicyReloader {
+        self.kernel = Some(maps);
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -205,6 +225,10 @@ impl PolicyReloader {
             dir = %self.dir.display(),
             "policy reloaded"
         );
+        if let Some(maps) = &self.kernel {
+            // Under the reload lock, so two reloads never write interleaved.
+            apply_kernel_policy(maps, &self.store.snapshot());
+        }
         drop(state);
         if let Some(governor) = &self.governor {
             apply_policy_selectors(governor, &self.store);

@@ -5,7 +5,7 @@
 #![no_std]
 
 /// Bumped whenever a map key or value below changes shape or meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// How many cgroup levels below the attach cgroup the kernel programs search
 /// for a governing (tagged) ancestor. Deeper cgroups are still governed
@@ -15,6 +15,12 @@ pub const MAX_CGROUP_DEPTH: u32 = 16;
 /// SO_MARK set by the daemon on its upstream sockets: the second guard (after
 /// not living in a governed cgroup) against redirecting the daemon to itself.
 pub const MESH_SOCKET_MARK: u32 = 0x6d65_7368; // "mesh"
+
+/// SO_MARK the daemon sets on its listening sockets. connect4/6 redirect only
+/// to a LISTEN socket carrying it: setting a mark takes CAP_NET_ADMIN (or
+/// CAP_NET_RAW), so an unprivileged process that binds the listen address
+/// while the daemon is down receives nothing.
+pub const MESH_LISTENER_MARK: u32 = 0x6d65_736c; // "mesl"
 
 /// Longest agent name, in bytes.
 pub const AGENT_NAME_MAX: usize = 56;
@@ -29,6 +35,8 @@ pub mod map_names {
     pub const COUNTERS: &str = "MESH_COUNTERS";
     pub const EVENTS: &str = "MESH_EVENTS";
     pub const CLASSIFIED: &str = "MESH_CLASSIFIED";
+    pub const UDP_ALLOW: &str = "MESH_UDP_ALLOW";
+    pub const INGRESS: &str = "MESH_INGRESS";
 }
 
 /// Program names (the Rust function names in mesh-ebpf).
@@ -38,6 +46,11 @@ pub mod program_names {
     pub const SOCK_OPS: &str = "mesh_sock_ops";
     pub const SKB_INGRESS: &str = "mesh_skb_ingress";
     pub const SKB_EGRESS: &str = "mesh_skb_egress";
+    pub const SENDMSG4: &str = "mesh_sendmsg4";
+    pub const SENDMSG6: &str = "mesh_sendmsg6";
+    pub const BIND4: &str = "mesh_bind4";
+    pub const BIND6: &str = "mesh_bind6";
+    pub const SOCK_CREATE: &str = "mesh_sock_create";
 }
 
 /// `CgroupTag::flags` bit: this cgroup (and its subtree) is quarantined.
@@ -132,6 +145,33 @@ pub struct MeshConfig {
     pub daemon_tgid: u32,
 }
 
+/// Data of a `MESH_UDP_ALLOW` key (an LPM trie): an agent may send UDP to
+/// `addr:port`. The prefix length covers `agent_id`, `port` and `_pad`
+/// (64 bits, always matched whole) plus the entry's address bits (IPv4
+/// entries IPv4-mapped: 96 + their prefix). `port` 0 means any port.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UdpAllowKey {
+    pub agent_id: u32,
+    /// Network byte order, so that the key's bytes are in matching order.
+    pub port_be: u16,
+    pub _pad: u16,
+    pub addr: Ip6Words,
+}
+
+/// Bits of [`UdpAllowKey`] before the address: always matched whole.
+pub const UDP_ALLOW_FIXED_BITS: u32 = 64;
+
+/// Key of `MESH_INGRESS`: an agent may bind `port` (host byte order) on a
+/// non-loopback address.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IngressKey {
+    pub agent_id: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
 /// Value of the per-CPU `MESH_COUNTERS`, keyed by governing cgroup id.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -149,6 +189,15 @@ pub struct CgroupCounters {
     pub bytes_out: u64,
     /// Packets dropped by quarantine.
     pub packets_dropped: u64,
+    /// UDP connects and addressed sends allowed by the policy's udp entries.
+    pub udp_allowed: u64,
+    /// UDP connects and addressed sends refused (no udp entry, quarantine).
+    pub udp_refused: u64,
+    /// Sockets refused at creation (raw, ICMP, SCTP: neither TCP nor UDP).
+    pub sockets_refused: u64,
+    /// Binds refused (a fixed port on a non-loopback address that
+    /// `ingress.allow` does not name, or the mesh listen port).
+    pub binds_refused: u64,
 }
 
 impl CgroupCounters {
@@ -160,6 +209,10 @@ impl CgroupCounters {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.packets_dropped += other.packets_dropped;
+        self.udp_allowed += other.udp_allowed;
+        self.udp_refused += other.udp_refused;
+        self.sockets_refused += other.sockets_refused;
+        self.binds_refused += other.binds_refused;
     }
 }
 
@@ -169,16 +222,34 @@ pub mod verdict {
     pub const REFUSED_QUARANTINE: u32 = 2;
     pub const REFUSED_NO_LISTENER: u32 = 3;
     pub const RECORD_FAILED: u32 = 4;
+    /// No LISTEN socket with the listener mark at the listen address in the
+    /// caller's network namespace: the daemon is down, or something else
+    /// holds the address.
+    pub const REFUSED_LISTENER_UNVERIFIED: u32 = 5;
+    /// UDP to a destination no `udp://` egress entry allows.
+    pub const REFUSED_UDP: u32 = 6;
+    /// A socket that is neither TCP nor UDP (raw, ICMP, SCTP...).
+    pub const REFUSED_SOCKET: u32 = 7;
+    /// A bind to a fixed port on a non-loopback address that `ingress.allow`
+    /// does not name.
+    pub const REFUSED_BIND: u32 = 8;
+    /// A bind to the mesh listen port, on any address.
+    pub const REFUSED_BIND_LISTEN_PORT: u32 = 9;
 }
 
-/// Sent over `MESH_EVENTS` (ring buffer) for connects the kernel refused or
-/// could not record; redirected connects reach the daemon through accept().
+/// Sent over `MESH_EVENTS` (ring buffer) for socket calls the kernel refused
+/// or could not record; redirected connects reach the daemon through
+/// accept(). `dst` is the destination (connect, send) or the local address
+/// (bind); zero for a refused socket().
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {
     pub dst: OrigDst,
     pub verdict: u32,
-    pub _pad: u32,
+    /// SOCK_STREAM, SOCK_DGRAM, SOCK_RAW... of the socket.
+    pub sock_type: u16,
+    /// Its IP protocol (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP...).
+    pub protocol: u16,
 }
 
 /// Stable 32-bit id of an agent name (FNV-1a). Deterministic, so a restarted
@@ -205,6 +276,8 @@ mod pod {
     unsafe impl aya::Pod for super::MeshConfig {}
     unsafe impl aya::Pod for super::CgroupCounters {}
     unsafe impl aya::Pod for super::ConnectEvent {}
+    unsafe impl aya::Pod for super::UdpAllowKey {}
+    unsafe impl aya::Pod for super::IngressKey {}
 }
 
 const _: () = {
@@ -212,6 +285,8 @@ const _: () = {
     assert!(core::mem::size_of::<PeerKey>() == 20);
     assert!(core::mem::size_of::<OrigDst>() == 48);
     assert!(core::mem::size_of::<MeshConfig>() == 32);
-    assert!(core::mem::size_of::<CgroupCounters>() == 48);
+    assert!(core::mem::size_of::<CgroupCounters>() == 80);
     assert!(core::mem::size_of::<ConnectEvent>() == 56);
+    assert!(core::mem::size_of::<UdpAllowKey>() == 24);
+    assert!(core::mem::size_of::<IngressKey>() == 8);
 };

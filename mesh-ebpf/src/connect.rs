@@ -1,83 +1,39 @@
 //! cgroup/connect4 and cgroup/connect6: send governed TCP connects to the mesh
-//! listener, remembering where they meant to go and who asked.
+//! listener, remembering where they meant to go and who asked; decide UDP
+//! connects against the policy's udp entries; refuse every other socket.
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_get_socket_cookie,
-    },
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    bindings::bpf_sock_addr, helpers::bpf_get_current_pid_tgid,
+    helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
     EbpfContext,
 };
 use aya_log_ebpf::debug;
-use mesh_common::{verdict, ConnectEvent, Ip6Words, MeshConfig, OrigDst, MESH_SOCKET_MARK};
+use mesh_common::{verdict, MeshConfig, MESH_SOCKET_MARK};
 
 use crate::{
+    addr::{read4, read6, Dst, AF_INET, AF_INET6, V4_MAPPED_MARKER},
+    events::{caller, emit},
     governance::{self, Governance},
-    maps::{MESH_CONFIG, MESH_EVENTS, MESH_SOCKS},
+    listener,
+    maps::{MESH_CONFIG, MESH_SOCKS},
+    udp,
 };
 
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0; // connect() fails with EPERM
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 const SOCK_STREAM: u32 = 1;
-/// `::ffff:0:0/96` marker word, network byte order.
-const V4_MAPPED_MARKER: u32 = u32::from_be(0x0000_ffff);
+const SOCK_DGRAM: u32 = 2;
+const IPPROTO_TCP: u32 = 6;
 
 #[cgroup_sock_addr(connect4)]
 pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
-    let sa = ctx.sock_addr;
-    // SAFETY: ctx.sock_addr is the verifier-checked context pointer.
-    let (ip4, port) = unsafe { ((*sa).user_ip4, (*sa).user_port) };
-    decide(&ctx, sa, Dst::V4(ip4), ntohs_ctx(port), AF_INET)
+    let (dst, port) = read4(ctx.sock_addr);
+    decide(&ctx, ctx.sock_addr, dst, port, AF_INET)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
-    let sa = ctx.sock_addr;
-    // SAFETY: as above; the four words are read one by one (the verifier
-    // accepts only 4-byte loads of user_ip6).
-    let (ip6, port) = unsafe {
-        (
-            [
-                (*sa).user_ip6[0],
-                (*sa).user_ip6[1],
-                (*sa).user_ip6[2],
-                (*sa).user_ip6[3],
-            ],
-            (*sa).user_port,
-        )
-    };
-    let dst = if ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED_MARKER {
-        Dst::V4Mapped(ip6[3])
-    } else {
-        Dst::V6(ip6)
-    };
-    decide(&ctx, sa, dst, ntohs_ctx(port), AF_INET6)
-}
-
-#[derive(Copy, Clone)]
-enum Dst {
-    V4(u32),
-    /// An IPv4 destination reached through an AF_INET6 socket.
-    V4Mapped(u32),
-    V6(Ip6Words),
-}
-
-impl Dst {
-    fn words(self) -> Ip6Words {
-        match self {
-            Dst::V4(a) | Dst::V4Mapped(a) => [0, 0, V4_MAPPED_MARKER, a],
-            Dst::V6(w) => w,
-        }
-    }
-}
-
-/// `user_port` holds the port in network byte order in its low 16 bits.
-#[inline(always)]
-fn ntohs_ctx(port: u32) -> u16 {
-    u16::from_be(port as u16)
+    let (dst, port) = read6(ctx.sock_addr);
+    decide(&ctx, ctx.sock_addr, dst, port, AF_INET6)
 }
 
 #[inline(always)]
@@ -86,25 +42,45 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
         return ALLOW;
     };
     // SAFETY: context fields, read once.
-    let (sock_type, sk) = unsafe { ((*sa).type_, (*sa).__bindgen_anon_1.sk) };
+    let (sock_type, protocol, sk) =
+        unsafe { ((*sa).type_, (*sa).protocol, (*sa).__bindgen_anon_1.sk) };
+    if sock_type == SOCK_DGRAM {
+        // Quarantine included: udp::decide refuses and reports it.
+        return udp::decide(&gov, dst, port, family, protocol);
+    }
     if gov.quarantined {
         count_connect(&gov, false);
-        emit(&gov, dst, port, family, verdict::REFUSED_QUARANTINE);
+        emit(
+            caller(&gov, dst, port, family),
+            verdict::REFUSED_QUARANTINE,
+            sock_type,
+            protocol,
+        );
         debug!(
             ctx,
             "mesh: refused connect of quarantined cgroup {}", gov.governing_cgroup_id
         );
         return REFUSE;
     }
-    if sock_type != SOCK_STREAM {
-        // Only TCP is carried through the mesh; datagrams are not redirected
-        // or governed here (quarantine still drops them in cgroup_skb).
-        return ALLOW;
-    }
-    let Some(cfg) = MESH_CONFIG.get(0) else {
+    if sock_type != SOCK_STREAM || protocol != IPPROTO_TCP {
+        // Raw, SCTP, MPTCP...: sock_create refuses them, but a socket made
+        // before its cgroup was governed can still try.
         count_connect(&gov, false);
-        emit(&gov, dst, port, family, verdict::REFUSED_NO_LISTENER);
+        emit(
+            caller(&gov, dst, port, family),
+            verdict::REFUSED_SOCKET,
+            sock_type,
+            protocol,
+        );
         return REFUSE;
+    }
+    let refuse = |why: u32| {
+        count_connect(&gov, false);
+        emit(caller(&gov, dst, port, family), why, sock_type, protocol);
+        REFUSE
+    };
+    let Some(cfg) = MESH_CONFIG.get(0) else {
+        return refuse(verdict::REFUSED_NO_LISTENER);
     };
     if !sk.is_null() {
         // SAFETY: sk is a PTR_TO_SOCKET the verifier lets us read.
@@ -113,6 +89,15 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
         if mark == MESH_SOCKET_MARK && tgid == cfg.daemon_tgid {
             return ALLOW;
         }
+    }
+    if !listener::verified(ctx, cfg, dst) {
+        // The daemon is down (or another socket holds its address): refused,
+        // never delivered to whoever listens there now.
+        return refuse(if has_listener(cfg, dst) {
+            verdict::REFUSED_LISTENER_UNVERIFIED
+        } else {
+            verdict::REFUSED_NO_LISTENER
+        });
     }
     if is_listener(cfg, dst, port) {
         // Talking to the mesh listener itself: never record it, or the daemon
@@ -124,20 +109,26 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
     let orig = caller(&gov, dst, port, family);
     if MESH_SOCKS.insert(&cookie, &orig, 0).is_err() {
         // Fail closed: without a record the daemon could not route it.
-        count_connect(&gov, false);
-        emit(&gov, dst, port, family, verdict::RECORD_FAILED);
-        return REFUSE;
+        return refuse(verdict::RECORD_FAILED);
     }
-    let redirected = match dst {
-        Dst::V4(_) if cfg.listen_v4_port != 0 => {
+    redirect(sa, cfg, dst);
+    count_connect(&gov, true);
+    ALLOW
+}
+
+/// Rewrites the destination to the listener of `dst`'s family (which
+/// `listener::verified` found).
+#[inline(always)]
+fn redirect(sa: *mut bpf_sock_addr, cfg: &MeshConfig, dst: Dst) {
+    match dst {
+        Dst::V4(_) => {
             // SAFETY: writable context fields of connect4.
             unsafe {
                 (*sa).user_ip4 = cfg.listen_v4;
                 (*sa).user_port = u32::from(cfg.listen_v4_port.to_be());
             }
-            true
         }
-        Dst::V4Mapped(_) if cfg.listen_v4_port != 0 => {
+        Dst::V4Mapped(_) => {
             // Keep IPv4 semantics for the dual-stack socket: ::ffff:<v4 listener>.
             // SAFETY: writable context fields of connect6.
             unsafe {
@@ -147,9 +138,8 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
                 (*sa).user_ip6[3] = cfg.listen_v4;
                 (*sa).user_port = u32::from(cfg.listen_v4_port.to_be());
             }
-            true
         }
-        Dst::V6(_) if cfg.listen_v6_port != 0 => {
+        Dst::V6(_) => {
             // SAFETY: writable context fields of connect6.
             unsafe {
                 (*sa).user_ip6[0] = cfg.listen_v6[0];
@@ -158,18 +148,17 @@ fn decide(ctx: &SockAddrContext, sa: *mut bpf_sock_addr, dst: Dst, port: u16, fa
                 (*sa).user_ip6[3] = cfg.listen_v6[3];
                 (*sa).user_port = u32::from(cfg.listen_v6_port.to_be());
             }
-            true
         }
-        _ => false,
-    };
-    if !redirected {
-        let _ = MESH_SOCKS.remove(&cookie);
-        count_connect(&gov, false);
-        emit(&gov, dst, port, family, verdict::REFUSED_NO_LISTENER);
-        return REFUSE;
     }
-    count_connect(&gov, true);
-    ALLOW
+}
+
+/// Whether the daemon is configured with a listener for `dst`'s family.
+#[inline(always)]
+fn has_listener(cfg: &MeshConfig, dst: Dst) -> bool {
+    match dst {
+        Dst::V4(_) | Dst::V4Mapped(_) => cfg.listen_v4_port != 0,
+        Dst::V6(_) => cfg.listen_v6_port != 0,
+    }
 }
 
 #[inline(always)]
@@ -196,33 +185,4 @@ fn count_connect(gov: &Governance, redirected: bool) {
             c.refused += 1;
         }
     });
-}
-
-/// The original destination and who is connecting to it.
-#[inline(always)]
-fn caller(gov: &Governance, dst: Dst, port: u16, family: u16) -> OrigDst {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    OrigDst {
-        addr: dst.words(),
-        port,
-        family,
-        agent_id: gov.agent_id,
-        // SAFETY: no arguments.
-        cgroup_id: unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() },
-        governing_cgroup_id: gov.governing_cgroup_id,
-        tgid: (pid_tgid >> 32) as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-    }
-}
-
-#[inline(always)]
-fn emit(gov: &Governance, dst: Dst, port: u16, family: u16, why: u32) {
-    if let Some(mut entry) = MESH_EVENTS.reserve::<ConnectEvent>(0) {
-        entry.write(ConnectEvent {
-            dst: caller(gov, dst, port, family),
-            verdict: why,
-            _pad: 0,
-        });
-        entry.submit(0);
-    }
 }

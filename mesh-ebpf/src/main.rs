@@ -4,15 +4,29 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod addr;
+#[cfg(target_arch = "bpf")]
+mod bind;
+#[cfg(target_arch = "bpf")]
 mod cgroup_skb;
 #[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
 mod governance;
+#[cfg(target_arch = "bpf")]
+mod listener;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod sendmsg;
+#[cfg(target_arch = "bpf")]
+mod sock_create;
+#[cfg(target_arch = "bpf")]
 mod sock_ops;
+#[cfg(target_arch = "bpf")]
+mod udp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

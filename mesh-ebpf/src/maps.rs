@@ -2,9 +2,11 @@
 //! quarantine and counters outlive the daemon and a restarted one reuses them.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap, RingBuf},
 };
-use mesh_common::{CgroupCounters, CgroupTag, MeshConfig, OrigDst, PeerKey};
+use mesh_common::{
+    CgroupCounters, CgroupTag, IngressKey, MeshConfig, OrigDst, PeerKey, UdpAllowKey,
+};
 
 /// Governed cgroups: cgroup id -> agent and flags.
 #[map(name = "MESH_TAGS")]
@@ -36,3 +38,12 @@ pub static MESH_COUNTERS: PerCpuHashMap<u64, CgroupCounters> = PerCpuHashMap::pi
 /// Refused or unrecorded connects, for the daemon's connection records.
 #[map(name = "MESH_EVENTS")]
 pub static MESH_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
+
+/// UDP destinations each agent's policy allows (`udp://` egress entries):
+/// an LPM trie over agent, port and address prefix, filled by the daemon.
+#[map(name = "MESH_UDP_ALLOW")]
+pub static MESH_UDP_ALLOW: LpmTrie<UdpAllowKey, u32> = LpmTrie::pinned(16_384, 0);
+
+/// Ports each agent may bind on non-loopback addresses (`ingress.allow`).
+#[map(name = "MESH_INGRESS")]
+pub static MESH_INGRESS: HashMap<IngressKey, u32> = HashMap::pinned(16_384, 0);

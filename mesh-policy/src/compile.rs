@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::condition::Condition;
-use super::egress::EgressEntry;
+use super::egress::{EgressEntry, UdpAllow};
 use super::glob::Glob;
 use super::model::{EgressDefault, OnExhaust, PolicyDoc, Provider, QuarantineMode, ToolClass};
 use super::values::ServerAddress;
@@ -31,8 +31,13 @@ pub(super) struct AgentPolicy {
     pub default: EgressDefault,
     /// [`RULE_EGRESS_DEFAULT`], shared.
     pub default_rule: Arc<str>,
+    /// TCP entries of `egress.allow` (rule names keep their index in the list).
     pub allow: Vec<Rule>,
     pub deny: Vec<Rule>,
+    /// The `udp://` entries of `egress.allow`, for the kernel.
+    pub udp_allow: Vec<UdpAllow>,
+    /// `ingress.allow`, sorted, without duplicates.
+    pub ingress_ports: Vec<u16>,
     pub cgroup: Option<String>,
     /// `tls.terminate` entries.
     pub terminate: Vec<EgressEntry>,
@@ -188,10 +193,41 @@ pub(super) fn compile(
     let mut errors: Vec<CompileError> = Vec::new();
     let spec = doc.egress.unwrap_or_default();
     let tls = doc.tls.unwrap_or_default();
+    // UDP entries are the kernel's (`udp_allow`); it cannot apply a deny
+    // list or terminate TLS, and UDP is denied unless allowed anyway.
+    for (section, field, entries) in [
+        ("egress", "deny", &spec.deny),
+        ("tls", "terminate", &tls.terminate),
+    ] {
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.udp {
+                errors.push((
+                    vec![Seg::Key(section), Seg::Key(field), Seg::Index(i)],
+                    format!(
+                        "{:?}: udp:// entries belong in egress.allow only (UDP is denied unless \
+                         an egress.allow entry allows it)",
+                        entry.text
+                    ),
+                ));
+            }
+        }
+    }
+    let udp_allow: Vec<UdpAllow> = spec
+        .allow
+        .iter()
+        .filter_map(EgressEntry::udp_allow)
+        .collect();
+    let mut ingress_ports: Vec<u16> = doc
+        .ingress
+        .map(|i| i.allow.into_iter().map(|p| p.0).collect())
+        .unwrap_or_default();
+    ingress_ports.sort_unstable();
+    ingress_ports.dedup();
     let rules = |section: &str, entries: Vec<EgressEntry>| -> Vec<Rule> {
         entries
             .into_iter()
             .enumerate()
+            .filter(|(_, entry)| !entry.udp)
             .map(|(i, entry)| Rule {
                 name: format!("egress.{section}[{i}]").into(),
                 entry,
@@ -409,6 +445,8 @@ pub(super) fn compile(
         default_rule: RULE_EGRESS_DEFAULT.into(),
         allow: rules("allow", spec.allow),
         deny: rules("deny", spec.deny),
+        udp_allow,
+        ingress_ports,
         cgroup: doc.selector.map(|s| s.cgroup.0),
         terminate: tls.terminate,
         upstream_ca: tls.upstream_ca.map(Into::into),

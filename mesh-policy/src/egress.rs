@@ -1,5 +1,10 @@
-//! Egress entries (`ADDR[:PORT]`) and their matching: the L4/SNI question
-//! "may this agent reach this destination at all?".
+//! Egress entries (`ADDR[:PORT]`, `udp://ADDR[:PORT]`) and their matching:
+//! the L4/SNI question "may this agent reach this destination at all?".
+//!
+//! An entry without a scheme is TCP. A `udp://` entry is decided by the
+//! kernel alone, per datagram, so it takes an IP address or CIDR (never a
+//! name: nothing could resolve it there) and one port or `*` (the kernel
+//! looks ports up exactly); see [`UdpAllow`].
 //!
 //! Entries are parsed once at load time into integer masks and port ranges,
 //! so that a decision is a few comparisons and never allocates.
@@ -72,16 +77,78 @@ pub(crate) struct EgressEntry {
     pub text: String,
     pub addr: AddrMatch,
     pub ports: PortMatch,
+    /// Written `udp://...`: UDP, decided in the kernel. Otherwise TCP.
+    pub udp: bool,
+}
+
+/// The scheme of UDP entries.
+const UDP_SCHEME: &str = "udp://";
+
+/// A UDP destination an agent may send to, as the kernel matches it: an
+/// address prefix over the 128-bit form in which the kernel sees every
+/// address (IPv4 IPv4-mapped, so `10.0.0.0/8` is `::ffff:10.0.0.0/104`, and
+/// `*` or `[::/0]` covers IPv4 too), and a port (`None`: any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UdpAllow {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+    pub port: Option<u16>,
 }
 
 impl EgressEntry {
-    /// Parses `ADDR[:PORT]`; the error explains what was expected.
+    /// Parses `ADDR[:PORT]` or `udp://ADDR[:PORT]`; the error explains what
+    /// was expected.
     pub fn parse(text: &str) -> Result<EgressEntry, String> {
-        let (addr, ports) = parse_entry(text)?;
+        let (udp, rest) = match text.split_once("://") {
+            Some((_, rest)) if text.starts_with(UDP_SCHEME) => (true, rest),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "unknown scheme {scheme:?}; the only scheme is udp:// (an entry without one is TCP)"
+                ))
+            }
+            None => (false, text),
+        };
+        let (addr, ports) = parse_entry(rest)?;
+        if udp {
+            if matches!(addr, AddrMatch::Name(_)) {
+                return Err(
+                    "a udp:// entry takes an IP address or CIDR, not a name: the kernel decides \
+                     each datagram alone and cannot resolve names (name the resolver or server \
+                     by address, e.g. \"udp://127.0.0.53:53\")"
+                        .into(),
+                );
+            }
+            if ports != PortMatch::ANY && ports.lo != ports.hi {
+                return Err("a udp:// entry takes one port or *, not a range".into());
+            }
+        }
         Ok(EgressEntry {
             text: text.to_owned(),
             addr,
             ports,
+            udp,
+        })
+    }
+
+    /// The kernel's form of a `udp://` entry (`None` for TCP entries).
+    pub fn udp_allow(&self) -> Option<UdpAllow> {
+        if !self.udp {
+            return None;
+        }
+        let port = (self.ports != PortMatch::ANY).then_some(self.ports.lo);
+        let (addr, prefix_len) = match self.addr {
+            AddrMatch::Any => (Ipv6Addr::UNSPECIFIED, 0),
+            AddrMatch::V4 { net, mask } => (
+                Ipv4Addr::from(net).to_ipv6_mapped(),
+                96 + mask.count_ones() as u8,
+            ),
+            AddrMatch::V6 { net, mask } => (Ipv6Addr::from(net), mask.count_ones() as u8),
+            AddrMatch::Name(_) => return None,
+        };
+        Some(UdpAllow {
+            addr,
+            prefix_len,
+            port,
         })
     }
 
@@ -132,7 +199,9 @@ impl<'de> Deserialize<'de> for EgressEntry {
         impl Visitor<'_> for V {
             type Value = EgressEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an egress entry string ADDR[:PORT], e.g. \"10.0.0.0/8:5432\"")
+                f.write_str(
+                    "an egress entry string ADDR[:PORT] or udp://ADDR[:PORT], e.g. \"10.0.0.0/8:5432\"",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EgressEntry, E> {
                 EgressEntry::parse(v)
@@ -149,8 +218,9 @@ impl schemars::JsonSchema for EgressEntry {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         super::model::string_schema(
-            "ADDR[:PORT]: an IPv4 address or CIDR, [IPv6] or [IPv6/len], *, a DNS name or *.name; \
-             PORT a number, a range (8000-8099) or *",
+            "ADDR[:PORT] (TCP) or udp://ADDR[:PORT] (UDP): ADDR an IPv4 address or CIDR, [IPv6] \
+             or [IPv6/len], *, or (TCP only) a DNS name or *.name; PORT a number, (TCP only) a \
+             range (8000-8099), or *",
             serde_json::json!({ "minLength": 1 }),
         )
     }
@@ -469,6 +539,49 @@ mod tests {
         assert_eq!(
             err(""),
             "empty entry; expected ADDR[:PORT], e.g. \"10.0.0.0/8:5432\""
+        );
+    }
+
+    #[test]
+    fn udp_entries_take_addresses_and_single_ports() {
+        let e = ok("udp://127.0.0.53:53");
+        assert!(e.udp);
+        assert_eq!(
+            e.udp_allow(),
+            Some(UdpAllow {
+                addr: "::ffff:127.0.0.53".parse().unwrap(),
+                prefix_len: 128,
+                port: Some(53)
+            })
+        );
+        assert_eq!(
+            ok("udp://10.0.0.0/8").udp_allow(),
+            Some(UdpAllow {
+                addr: "::ffff:10.0.0.0".parse().unwrap(),
+                prefix_len: 104,
+                port: None
+            })
+        );
+        assert_eq!(
+            ok("udp://[fd00::/8]:443").udp_allow(),
+            Some(UdpAllow {
+                addr: "fd00::".parse().unwrap(),
+                prefix_len: 8,
+                port: Some(443)
+            })
+        );
+        assert_eq!(ok("udp://*").udp_allow().map(|u| u.prefix_len), Some(0));
+        // Without a scheme an entry is TCP and has no kernel UDP form.
+        assert!(!ok("127.0.0.53:53").udp);
+        assert_eq!(ok("127.0.0.53:53").udp_allow(), None);
+        assert!(err("udp://dns.example:53").starts_with("a udp:// entry takes an IP address"));
+        assert_eq!(
+            err("udp://10.0.0.1:5000-5010"),
+            "a udp:// entry takes one port or *, not a range"
+        );
+        assert_eq!(
+            err("quic://10.0.0.1:443"),
+            "unknown scheme \"quic\"; the only scheme is udp:// (an entry without one is TCP)"
         );
     }
 

@@ -28,6 +28,8 @@ mod tests;
 mod tests_broken;
 #[cfg(test)]
 mod tests_decide;
+#[cfg(test)]
+mod tests_kernel;
 
 pub use annotations::AnnotationStore;
 pub use budgets::BudgetScope;
@@ -37,6 +39,7 @@ pub use compile::{
 };
 pub use condition::Condition;
 pub use decision::{CallContext, Decision, DecisionPoint, ListKind, ToolAnnotations};
+pub use egress::UdpAllow;
 pub use error::{PolicyError, PolicyErrors};
 pub use explain::{ExplainQuery, Explanation};
 pub use glob::path_glob_matches;
@@ -318,6 +321,18 @@ impl PolicySet {
     /// `approvals` of `agent`'s policy.
     pub fn approvals(&self, agent: &str) -> &[Approval] {
         self.agents.get(agent).map_or(&[], |p| &p.approvals)
+    }
+
+    /// The `udp://` entries of `agent`'s `egress.allow`: where the kernel
+    /// lets it send UDP (nowhere without a policy or such entries).
+    pub fn udp_allow(&self, agent: &str) -> &[UdpAllow] {
+        self.agents.get(agent).map_or(&[], |p| &p.udp_allow)
+    }
+
+    /// `ingress.allow` of `agent`'s policy: the fixed ports it may bind on
+    /// non-loopback addresses, sorted.
+    pub fn ingress_ports(&self, agent: &str) -> &[u16] {
+        self.agents.get(agent).map_or(&[], |p| &p.ingress_ports)
     }
 
     /// `quarantine` of `agent`'s policy, if it has the section.

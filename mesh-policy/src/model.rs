@@ -43,6 +43,8 @@ pub(crate) struct PolicyDoc {
     #[serde(rename = "match")]
     pub selector: Option<Selector>,
     pub egress: Option<EgressSpec>,
+    /// Fixed ports the agent may bind on non-loopback addresses.
+    pub ingress: Option<IngressSpec>,
     pub tls: Option<TlsSpec>,
     /// MCP servers this agent may call, and what on each. With this section
     /// (even empty) every other MCP server is refused (`mcp.undeclared`).
@@ -333,6 +335,62 @@ pub(crate) struct EgressSpec {
     pub allow: Vec<EgressEntry>,
     #[serde(default)]
     pub deny: Vec<EgressEntry>,
+}
+
+/// `ingress:` — which fixed ports the agent may listen on (bind) on
+/// non-loopback addresses. Port 0 (an ephemeral port) and loopback
+/// addresses need no entry; the mesh listen port is refused whatever this
+/// says.
+#[derive(Debug, Default, DeriveDeserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an ingress mapping { allow: [PORT, ...] }"
+)]
+pub(crate) struct IngressSpec {
+    #[serde(default)]
+    pub allow: Vec<Port>,
+}
+
+/// A port number, 1-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Port;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port number, 1-65535")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Port, E> {
+                match u16::try_from(v) {
+                    Ok(p) if p > 0 => Ok(Port(p)),
+                    _ => Err(E::custom(format!(
+                        "port {v} is out of range: expected a port number, 1-65535"
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Port, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "port {v} is out of range: expected a port number, 1-65535"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
+impl JsonSchema for Port {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Port".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "integer", "minimum": 1, "maximum": 65535 })
+    }
 }
 
 /// `tls:` — which destinations mesh-agent terminates TLS for (to see the

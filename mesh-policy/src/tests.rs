@@ -45,7 +45,7 @@ fn policy_broken_files_report_file_line_column() {
         (
             format!("{HEAD}egres: {{}}\n"),
             "p.yaml:4:1: unknown field `egres`, expected one of `apiVersion`, `kind`, `metadata`, `agent`, \
-             `match`, `egress`, `tls`, `mcp`, `llm`, `a2a`, `prices`, `budgets`, `approvals`, `quarantine`"
+             `match`, `egress`, `ingress`, `tls`, `mcp`, `llm`, `a2a`, `prices`, `budgets`, `approvals`, `quarantine`"
                 .into(),
         ),
         // unknown egress key
@@ -123,7 +123,7 @@ fn policy_broken_files_report_file_line_column() {
         // wrong type for an entry
         (
             egress("  allow:\n    - { addr: 127.0.0.1 }\n"),
-            "p.yaml:6:7: invalid type: map, expected an egress entry string ADDR[:PORT], e.g. \"10.0.0.0/8:5432\""
+            "p.yaml:6:7: invalid type: map, expected an egress entry string ADDR[:PORT] or udp://ADDR[:PORT], e.g. \"10.0.0.0/8:5432\""
                 .into(),
         ),
         // wrong type for egress
@@ -251,7 +251,7 @@ fn policy_errors_of_all_files_are_collected() {
         vec![
             "1.yaml:5:11: invalid egress entry \"1.2.3.4:0\": port 0 is out of range (1-65535)".to_string(),
             "3.yaml:4:1: unknown field `foo`, expected one of `apiVersion`, `kind`, `metadata`, `agent`, `match`, \
-             `egress`, `tls`, `mcp`, `llm`, `a2a`, `prices`, `budgets`, `approvals`, `quarantine`"
+             `egress`, `ingress`, `tls`, `mcp`, `llm`, `a2a`, `prices`, `budgets`, `approvals`, `quarantine`"
                 .to_string(),
         ]
     );
@@ -589,7 +589,7 @@ fn policy_load_dir_sorted_filtered_and_all_errors() {
         Some(format!(
             "{a}:4:20: unknown variant `nope`, expected `deny` or `allow`\n\
              {b}:4:1: unknown field `x`, expected one of `apiVersion`, `kind`, `metadata`, `agent`, `match`, \
-             `egress`, `tls`, `mcp`, `llm`, `a2a`, `prices`, `budgets`, `approvals`, `quarantine`"
+             `egress`, `ingress`, `tls`, `mcp`, `llm`, `a2a`, `prices`, `budgets`, `approvals`, `quarantine`"
         ))
     );
     write(

@@ -545,3 +545,479 @@ fn a_freeze_mode_quarantine_freezes_the_agent_and_release_thaws_it() {
         "the agent died"
     );
 }
+
+/// The value of one sample of the daemon's metrics (0 when absent).
+fn metric(mesh: &Mesh, sample: &str) -> u64 {
+    mesh.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Waits (bounded) for a kernel refusal record of `agent` with `rule`.
+fn kernel_refusals(mesh: &Mesh, agent: &str, rule: &str) -> Vec<serde_json::Value> {
+    mesh.records_until(|r| r["agent"] == agent && r["rule"] == rule)
+        .into_iter()
+        .filter(|r| r["agent"] == agent && r["rule"] == rule && r["verdict"] == "refused_kernel")
+        .collect()
+}
+
+/// A UDP server on loopback, in this (ungoverned) process: answers DNS A
+/// queries with 10.1.2.3, or echoes (`dns: false`), and counts datagrams.
+struct UdpServer {
+    addr: std::net::SocketAddr,
+    datagrams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UdpServer {
+    fn start(ip: &str, dns: bool) -> UdpServer {
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind udp");
+        let addr = socket.local_addr().expect("addr");
+        let datagrams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = datagrams.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = if dns {
+                    dns_answer(&buf[..n])
+                } else {
+                    Some(buf[..n].to_vec())
+                };
+                if let Some(reply) = reply {
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        UdpServer { addr, datagrams }
+    }
+
+    fn count(&self) -> usize {
+        self.datagrams.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The answer to a one-question DNS query: the question echoed and one A
+/// record, 10.1.2.3, pointing back at the question's name.
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = query.get(12..end + 5)?;
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&query[..2]); // id
+    out.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    out.extend_from_slice(question);
+    out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
+    Some(out)
+}
+
+/// A policy file for `agent` with egress `allow` entries and `ingress` ports.
+fn policy_with_ingress(agent: &str, allow: &[String], ingress: &[u16]) -> String {
+    let ports: Vec<String> = ingress.iter().map(u16::to_string).collect();
+    format!(
+        "{}ingress:\n  allow: [{}]\n",
+        egress_policy(agent, allow),
+        ports.join(", ")
+    )
+}
+
+/// Python that tries `socket_call` and prints `LABEL=ok` or `LABEL=errno`.
+const PY_TRY: &str = r#"
+import socket, sys
+def attempt(label, f):
+    try:
+        f()
+        print(label + '=ok', flush=True)
+    except OSError as e:
+        print(label + '=' + str(e.errno), flush=True)
+"#;
+
+const EPERM: &str = "1";
+
+/// `label=...` from a python run's output.
+fn said<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label)?.strip_prefix('='))
+        .unwrap_or("missing")
+}
+
+#[test]
+fn udp_goes_only_where_a_udp_entry_allows_it() {
+    require_root();
+    let resolver = UdpServer::start("127.0.0.1", true);
+    let other = UdpServer::start("127.0.0.1", false);
+    let mesh = Mesh::start(
+        "escape-udp",
+        &[(
+            "bot.yaml",
+            &egress_policy("bot", &[format!("udp://{}", resolver.addr)]),
+        )],
+    );
+    // A DNS lookup through the resolver the policy names, then datagrams to
+    // another UDP port (DNS elsewhere, QUIC...): unconnected (sendmsg) and
+    // connected (connect).
+    let script = format!(
+        r#"{PY_TRY}
+q = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + b'\x07example\x04test\x00' + b'\x00\x01\x00\x01'
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(q, ('127.0.0.1', {resolver}))
+a = s.recv(512)
+print('answer=' + '.'.join(str(b) for b in a[-4:]), flush=True)
+attempt('sendto_other', lambda: s.sendto(q, ('127.0.0.1', {other})))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+attempt('connect_other', lambda: c.connect(('127.0.0.1', {other})))
+c6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+attempt('sendto_other_mapped', lambda: c6.sendto(q, ('::ffff:127.0.0.1', {other})))
+"#,
+        resolver = resolver.addr.port(),
+        other = other.addr.port(),
+    );
+    let out = mesh.exec("bot", &["python3", "-c", &script]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert_eq!(
+        said(&text, "answer"),
+        "10.1.2.3",
+        "the allowed resolver did not answer:\n{text}"
+    );
+    for label in ["sendto_other", "connect_other", "sendto_other_mapped"] {
+        assert_eq!(
+            said(&text, label),
+            EPERM,
+            "{label} was not refused:\n{text}"
+        );
+    }
+    assert_eq!(
+        other.count(),
+        0,
+        "a datagram reached a UDP port no entry allows"
+    );
+
+    let refused = kernel_refusals(&mesh, "bot", "kernel.udp");
+    let other_dst = other.addr.to_string();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["original_destination"] == other_dst.as_str()),
+        "no kernel.udp record for {other_dst}: {refused:?}"
+    );
+    assert!(
+        metric(
+            &mesh,
+            "mesh_cgroup_udp_total{agent=\"bot\",verdict=\"refused\"}"
+        ) >= 3
+    );
+    assert!(
+        metric(
+            &mesh,
+            "mesh_cgroup_udp_total{agent=\"bot\",verdict=\"allowed\"}"
+        ) >= 1
+    );
+}
+
+#[test]
+fn sockets_other_than_tcp_and_udp_are_refused() {
+    require_root();
+    let mesh = Mesh::start(
+        "escape-sockets",
+        &[("bot.yaml", &egress_policy("bot", &[]))],
+    );
+    // (label, family, type, protocol): raw ICMP and raw IP, the ICMP
+    // datagram socket ping uses, SCTP, MPTCP, UDP-Lite.
+    let kinds: [(&str, i32, i32, i32); 6] = [
+        (
+            "raw_icmp",
+            libc::AF_INET,
+            libc::SOCK_RAW,
+            libc::IPPROTO_ICMP,
+        ),
+        ("raw6", libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW),
+        ("ping", libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+        ("sctp", libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+        (
+            "mptcp",
+            libc::AF_INET,
+            libc::SOCK_STREAM,
+            libc::IPPROTO_MPTCP,
+        ),
+        (
+            "udplite",
+            libc::AF_INET,
+            libc::SOCK_DGRAM,
+            libc::IPPROTO_UDPLITE,
+        ),
+    ];
+    let mut script = PY_TRY.to_owned();
+    for (label, family, kind, proto) in kinds {
+        script.push_str(&format!(
+            "attempt('{label}', lambda: socket.socket({family}, {kind}, {proto}).close())\n"
+        ));
+    }
+    script.push_str(
+        "attempt('tcp', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())\n",
+    );
+    script.push_str(
+        "attempt('udp', lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close())\n",
+    );
+    let out = mesh.exec("bot", &["python3", "-c", &script]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert_eq!(said(&text, "tcp"), "ok", "{text}");
+    assert_eq!(said(&text, "udp"), "ok", "{text}");
+    let mut available = 0;
+    for (label, family, kind, proto) in kinds {
+        // What this host offers an ungoverned root process (SCTP may be
+        // absent, ping sockets disabled): those must be refused inside.
+        // SAFETY: socket(2) with plain integer arguments; closed at once.
+        let fd = unsafe { libc::socket(family, kind, proto) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: the fd just created.
+        unsafe { libc::close(fd) };
+        available += 1;
+        assert_eq!(
+            said(&text, label),
+            EPERM,
+            "a governed {label} socket was not refused:\n{text}"
+        );
+    }
+    assert!(
+        available >= 2,
+        "raw sockets should exist for root: the test proves nothing"
+    );
+    let refused = kernel_refusals(&mesh, "bot", "kernel.socket");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["reason"].as_str().is_some_and(|s| s.contains("type 3"))),
+        "no kernel.socket record of a raw socket: {refused:?}"
+    );
+    assert!(
+        metric(
+            &mesh,
+            "mesh_cgroup_refusals_total{agent=\"bot\",kind=\"socket\"}"
+        ) >= 2
+    );
+}
+
+#[test]
+fn binds_of_fixed_ports_need_ingress_allow_and_the_listen_port_is_never_bound() {
+    require_root();
+    let allowed = free_port();
+    let other = free_port();
+    let mesh = Mesh::start(
+        "escape-bind",
+        &[("bot.yaml", &policy_with_ingress("bot", &[], &[allowed]))],
+    );
+    let listen = mesh.listen_port;
+    let script = format!(
+        r#"{PY_TRY}
+def bind(family, addr):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(addr)
+    s.listen()
+    s.close()
+def bind_udp(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(addr)
+    s.close()
+attempt('allowed_any', lambda: bind(socket.AF_INET, ('0.0.0.0', {allowed})))
+attempt('other_any', lambda: bind(socket.AF_INET, ('0.0.0.0', {other})))
+attempt('other_any6', lambda: bind(socket.AF_INET6, ('::', {other})))
+attempt('other_udp', lambda: bind_udp(('0.0.0.0', {other})))
+attempt('other_loopback', lambda: bind(socket.AF_INET, ('127.0.0.1', {other})))
+attempt('other_loopback6', lambda: bind(socket.AF_INET6, ('::1', {other})))
+attempt('ephemeral', lambda: bind(socket.AF_INET, ('0.0.0.0', 0)))
+attempt('listen_port_any', lambda: bind(socket.AF_INET, ('0.0.0.0', {listen})))
+attempt('listen_port_loopback2', lambda: bind(socket.AF_INET, ('127.0.0.2', {listen})))
+"#
+    );
+    let out = mesh.exec("bot", &["python3", "-c", &script]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for (label, want) in [
+        ("allowed_any", "ok"),
+        ("other_any", EPERM),
+        ("other_any6", EPERM),
+        ("other_udp", EPERM),
+        ("other_loopback", "ok"),
+        ("other_loopback6", "ok"),
+        ("ephemeral", "ok"),
+        ("listen_port_any", EPERM),
+        ("listen_port_loopback2", EPERM),
+    ] {
+        assert_eq!(said(&text, label), want, "{label}:\n{text}");
+    }
+    let refused = kernel_refusals(&mesh, "bot", "kernel.bind");
+    let other_any = format!("0.0.0.0:{other}");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["original_destination"] == other_any.as_str()),
+        "no kernel.bind record for {other_any}: {refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("listen port"))),
+        "no record of the listen-port bind: {refused:?}"
+    );
+    assert!(
+        metric(
+            &mesh,
+            "mesh_cgroup_refusals_total{agent=\"bot\",kind=\"bind\"}"
+        ) >= 5
+    );
+}
+
+#[test]
+fn quarantine_cuts_udp_on_connected_and_unconnected_sockets() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root();
+    let echo = UdpServer::start("127.0.0.1", false);
+    let mesh = Mesh::start(
+        "escape-udp-quarantine",
+        &[(
+            "bot.yaml",
+            &egress_policy("bot", &[format!("udp://{}", echo.addr)]),
+        )],
+    );
+    let script = format!(
+        r#"{PY_TRY}
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(10)
+c.connect(('127.0.0.1', {port}))
+c.send(b'one'); assert c.recv(16) == b'one'
+print('established', flush=True)
+sys.stdin.readline()
+attempt('connected_send', lambda: c.send(b'two'))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+attempt('unconnected_send', lambda: u.sendto(b'three', ('127.0.0.1', {port})))
+c.settimeout(1)
+attempt('reply', lambda: c.recv(16))
+"#,
+        port = echo.addr.port()
+    );
+    let mut client = std::process::Command::new(meshctl_bin())
+        .arg("--socket")
+        .arg(&mesh.admin_socket)
+        .args(["exec", "--agent", "bot", "--", "python3", "-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(first, "established");
+    assert_eq!(echo.count(), 1);
+
+    let out = mesh.meshctl(&["quarantine", "bot"]);
+    assert!(out.status.success(), "quarantine: {}", stderr(&out));
+    writeln!(stdin, "go").expect("step");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let text = rest.join("\n");
+    assert!(client.wait().expect("wait").success(), "{text}");
+    assert_eq!(
+        echo.count(),
+        1,
+        "a quarantined agent's datagram arrived:\n{text}"
+    );
+    assert_ne!(said(&text, "connected_send"), "missing", "{text}");
+    assert_eq!(said(&text, "unconnected_send"), EPERM, "{text}");
+    assert_ne!(said(&text, "reply"), "ok", "{text}");
+    assert!(
+        metric(&mesh, "mesh_cgroup_packets_dropped_total{agent=\"bot\"}") >= 1
+            || said(&text, "connected_send") == EPERM,
+        "the connected send was neither dropped nor refused:\n{text}"
+    );
+    assert!(!kernel_refusals(&mesh, "bot", "kernel").is_empty());
+}
+
+#[test]
+fn the_listener_cannot_be_impersonated_while_the_daemon_is_down() {
+    require_root();
+    let server = HttpServer::start("127.0.0.1");
+    let mut mesh = Mesh::start(
+        "escape-listener",
+        &[(
+            "bot.yaml",
+            &egress_policy("bot", &[server.addr.to_string()]),
+        )],
+    );
+    // A cgroup tagged by hand, so that it can be used while the daemon is down.
+    let cgroup = mesh.make_cgroup("bot");
+    let tag = mesh.meshctl(&["tag", &cgroup.to_string_lossy(), "--agent", "bot"]);
+    assert!(tag.status.success(), "tag: {}", stderr(&tag));
+    let curl = [
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ];
+    let mut before: Vec<&str> = curl.to_vec();
+    let url = server.url();
+    before.push(&url);
+    let out = run_in_cgroup(&cgroup, &before);
+    assert_eq!(
+        stdout(&out),
+        "200",
+        "governed curl before: {}",
+        stderr(&out)
+    );
+
+    mesh.kill_daemon();
+    // An ungoverned process without the listener mark takes the address.
+    let impostors: Vec<std::net::TcpListener> = ["127.0.0.1", "::1"]
+        .iter()
+        .map(|ip| std::net::TcpListener::bind((*ip, mesh.listen_port)).expect("impostor bind"))
+        .collect();
+    for l in &impostors {
+        l.set_nonblocking(true).expect("nonblocking");
+    }
+    let out = run_in_cgroup(&cgroup, &before);
+    assert_ne!(stdout(&out), "200", "the governed connect got through");
+    let mut v6: Vec<&str> = curl.to_vec();
+    let url6 = format!("http://[::1]:{}/", server.addr.port());
+    v6.push(&url6);
+    let out6 = run_in_cgroup(&cgroup, &v6);
+    assert_ne!(stdout(&out6), "200");
+    // A governed process cannot take the address either (a fixed port).
+    let bind = run_in_cgroup(
+        &cgroup,
+        &[
+            "python3",
+            "-c",
+            &format!(
+                "{PY_TRY}attempt('bind', lambda: socket.socket().bind(('127.0.0.3', {})))",
+                mesh.listen_port
+            ),
+        ],
+    );
+    assert_eq!(said(&stdout(&bind), "bind"), EPERM, "{}", stdout(&bind));
+    for l in &impostors {
+        match l.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the impostor accepted a governed connection: {other:?}"),
+        }
+    }
+    drop(impostors);
+
+    // The refusals waited in the pinned ring; the restarted daemon records them.
+    mesh.start_daemon();
+    let refused = kernel_refusals(&mesh, "bot", "kernel.listener");
+    assert!(
+        !refused.is_empty(),
+        "the refused connects were not recorded"
+    );
+    let _ = mesh.meshctl(&["untag", &cgroup.to_string_lossy()]);
+}

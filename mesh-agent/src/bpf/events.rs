@@ -1,4 +1,5 @@
-//! Reader of `MESH_EVENTS`: connects the kernel refused or could not record.
+//! Reader of `MESH_EVENTS`: socket calls the kernel refused or could not
+//! record.
 use aya::{
     maps::{MapData, RingBuf},
     Ebpf,
@@ -6,7 +7,7 @@ use aya::{
 use mesh_common::{map_names::EVENTS, ConnectEvent};
 use tokio::io::unix::AsyncFd;
 
-use super::BpfError;
+use super::{maps::take_map, BpfError};
 
 pub struct EventReader {
     ring: RingBuf<MapData>,
@@ -14,15 +15,9 @@ pub struct EventReader {
 
 impl EventReader {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<EventReader, BpfError> {
-        let ring = ebpf
-            .take_map(EVENTS)
-            .ok_or(BpfError::MissingMap(EVENTS))?
-            .try_into()
-            .map_err(|source| BpfError::Map {
-                name: EVENTS,
-                source,
-            })?;
-        Ok(EventReader { ring })
+        Ok(EventReader {
+            ring: take_map(ebpf, EVENTS)?,
+        })
     }
 
     /// Delivers every event to `sink` as it arrives, until the task is dropped.

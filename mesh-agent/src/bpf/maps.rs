@@ -43,7 +43,7 @@ pub struct KernelMaps {
     classes: Mutex<HashMap<MapData, u64, u32>>,
 }
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+pub(super) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
     move |source| BpfError::Map { name, source }
 }
 
@@ -57,7 +57,18 @@ fn absent(e: &aya::maps::MapError) -> bool {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Takes map `name` out of the loaded object as a typed handle.
+pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    ebpf.take_map(name)
+        .ok_or(BpfError::MissingMap(name))?
+        .try_into()
+        .map_err(map_err(name))
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a map handle cannot leave the kernel map torn.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -65,32 +76,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl KernelMaps {
     /// Takes the maps out of the loaded object and writes the config entry.
     pub(super) fn take(ebpf: &mut Ebpf, config: &MeshConfig) -> Result<KernelMaps, BpfError> {
-        let mut cfg: Array<MapData, MeshConfig> = ebpf
-            .take_map(CONFIG)
-            .ok_or(BpfError::MissingMap(CONFIG))?
-            .try_into()
-            .map_err(map_err(CONFIG))?;
+        let mut cfg: Array<MapData, MeshConfig> = take_map(ebpf, CONFIG)?;
         cfg.set(0, config, 0).map_err(map_err(CONFIG))?;
-        let tags = ebpf
-            .take_map(TAGS)
-            .ok_or(BpfError::MissingMap(TAGS))?
-            .try_into()
-            .map_err(map_err(TAGS))?;
-        let peers = ebpf
-            .take_map(PEERS)
-            .ok_or(BpfError::MissingMap(PEERS))?
-            .try_into()
-            .map_err(map_err(PEERS))?;
-        let counters = ebpf
-            .take_map(COUNTERS)
-            .ok_or(BpfError::MissingMap(COUNTERS))?
-            .try_into()
-            .map_err(map_err(COUNTERS))?;
-        let classes = ebpf
-            .take_map(CLASSIFIED)
-            .ok_or(BpfError::MissingMap(CLASSIFIED))?
-            .try_into()
-            .map_err(map_err(CLASSIFIED))?;
+        let tags = take_map(ebpf, TAGS)?;
+        let peers = take_map(ebpf, PEERS)?;
+        let counters = take_map(ebpf, COUNTERS)?;
+        let classes = take_map(ebpf, CLASSIFIED)?;
         Ok(KernelMaps {
             _config: cfg,
             tags: Mutex::new(tags),

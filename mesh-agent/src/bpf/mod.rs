@@ -3,12 +3,18 @@
 //! to the attach cgroup, and hand out typed map handles.
 //!
 //! Programs mirror `mesh-ebpf/src/`: [`connect`] (connect4/connect6),
-//! [`sock_ops`], [`cgroup_skb`]; [`maps`] wraps the shared maps and
+//! [`sendmsg`] (sendmsg4/6), [`bind`] (bind4/6), [`sock_create`],
+//! [`sock_ops`], [`cgroup_skb`]; [`maps`] wraps the shared maps,
+//! [`policy_maps`] the policy the kernel enforces alone (UDP, ingress), and
 //! [`events`] reads the ring buffer.
+pub mod bind;
 pub mod cgroup_skb;
 pub mod connect;
 pub mod events;
 pub mod maps;
+pub mod policy_maps;
+pub mod sendmsg;
+pub mod sock_create;
 pub mod sock_ops;
 
 use std::{
@@ -19,7 +25,10 @@ use std::{
 };
 
 use aya::{
-    programs::links::{FdLink, PinnedLink},
+    programs::{
+        links::{FdLink, PinnedLink},
+        CgroupAttachMode, CgroupSockAddr,
+    },
     Ebpf, EbpfLoader,
 };
 use mesh_common::{MeshConfig, LAYOUT_VERSION};
@@ -28,6 +37,7 @@ use tracing::{info, warn};
 use crate::config::PROC_MOUNTS;
 
 pub use maps::{GovernanceMaps, KernelMaps, OrigDstSource};
+pub use policy_maps::{KernelPolicy, PolicyMaps};
 
 /// The compiled kernel programs, embedded at build time.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh"));
@@ -74,6 +84,7 @@ pub struct BpfSettings<'a> {
 /// Loaded, attached, pinned programs and the handles the daemon uses.
 pub struct LoadedBpf {
     pub maps: std::sync::Arc<KernelMaps>,
+    pub policy_maps: std::sync::Arc<PolicyMaps>,
     pub events: events::EventReader,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the programs' user-space handles; the pinned links keep them
@@ -119,6 +130,7 @@ pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
         .map_err(|e| BpfError::Config(e.to_string()))?;
     let mesh_config = redirect_target(settings.listen, attach_level)?;
     let maps = KernelMaps::take(&mut ebpf, &mesh_config)?;
+    let policy_maps = PolicyMaps::take(&mut ebpf)?;
     let events = events::EventReader::take(&mut ebpf)?;
 
     let cgroup = fs::File::open(settings.attach_cgroup).map_err(|source| BpfError::Io {
@@ -126,6 +138,11 @@ pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
         source,
     })?;
     let mut links = Vec::new();
+    // The refusals first (sockets, binds, UDP), the redirect last: a
+    // half-attached set never lets through what a full one would refuse.
+    links.push(sock_create::attach(&mut ebpf, cgroup.as_fd())?);
+    links.extend(bind::attach(&mut ebpf, cgroup.as_fd())?);
+    links.extend(sendmsg::attach(&mut ebpf, cgroup.as_fd())?);
     links.extend(connect::attach(&mut ebpf, cgroup.as_fd())?);
     links.push(sock_ops::attach(&mut ebpf, cgroup.as_fd())?);
     links.extend(cgroup_skb::attach(&mut ebpf, cgroup.as_fd())?);
@@ -139,6 +156,7 @@ pub fn load(settings: &BpfSettings<'_>) -> Result<LoadedBpf, BpfError> {
     );
     Ok(LoadedBpf {
         maps: std::sync::Arc::new(maps),
+        policy_maps: std::sync::Arc::new(policy_maps),
         events,
         logger,
         _ebpf: ebpf,
@@ -167,6 +185,25 @@ where
         message: e.to_string(),
     })?;
     Ok((name, link))
+}
+
+/// Loads and attaches the cgroup/sock_addr programs `names` (each knows its
+/// hook, connect4, sendmsg6..., from its ELF section).
+fn attach_sock_addr<const N: usize>(
+    ebpf: &mut Ebpf,
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    names: [&'static str; N],
+) -> Result<Vec<(&'static str, FdLink)>, BpfError> {
+    names
+        .into_iter()
+        .map(|name| {
+            load_and_attach(ebpf, name, |prog: &mut CgroupSockAddr| {
+                prog.load()?;
+                let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+                prog.take_link(id)
+            })
+        })
+        .collect()
 }
 
 /// Cgroup programs are attached as bpf_links, which the kernel always treats

@@ -144,7 +144,7 @@ pub(crate) async fn connect_upstream(
     }
 }
 
-fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
+pub(crate) fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
     // SAFETY: setsockopt on a valid fd with a u32 option value.
     let rc = unsafe {
         libc::setsockopt(

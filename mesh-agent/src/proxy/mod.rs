@@ -12,7 +12,7 @@
 //! [`http`], upstream on [`pool`]). `conn.rs` is a connection's identity,
 //! its record, and the dial to its destination.
 mod accept;
-mod conn;
+pub(crate) mod conn;
 mod inputs;
 mod limits;
 mod opaque;
