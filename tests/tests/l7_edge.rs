@@ -956,9 +956,10 @@ fn malformed_requests_get_their_errors_and_the_daemon_keeps_serving() {
             add.as_bytes(),
         ),
     );
-    let v = assert_refused(&mesh, &dst, case, &raw, 400, -32020, "mcp-name");
+    let r = assert_refused(&mesh, &dst, case, &raw, 400, -32020, "mcp-name");
     // The body's id could be read: the refusal answers it (JSON-RPC 2.0).
-    assert_eq!(v["id"], 1, "{v}");
+    assert_eq!(r["call"]["jsonrpc_id"], 1, "{r}");
+    assert!(String::from_utf8_lossy(&raw.bytes).contains(r#""id":1"#));
 
     // 10 MiB, declared: refused from the head, while the client keeps sending.
     let big_args = "x".repeat(10 * 1024 * 1024);
