@@ -225,6 +225,14 @@ pub const MAX_PENDING: usize = 16_384;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `limits.connections_per_agent`.
 pub const DEFAULT_CONNECTIONS_PER_AGENT: usize = 1024;
+/// How long a name's addresses, as the system resolver gave them, are
+/// trusted to bind the name (the resolver does not say its TTL).
+pub const NAME_CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a name that did not resolve stays unresolved.
+pub const NAME_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// How long a lookup may take before the name binds nothing.
+pub const NAME_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Names kept resolved at once (agents choose the names they send).
+pub const NAME_CACHE_MAX: usize = 4096;
 /// Default `limits.requests_per_agent`.
 pub const DEFAULT_REQUESTS_PER_AGENT: usize = 256;
-

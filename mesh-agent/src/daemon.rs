@@ -22,6 +22,7 @@ use crate::{
     kernel_events::{forward_kernel_logs, RefusedConnects},
     listener::bind_marked,
     metrics::{self, BudgetSource, Metrics},
+    names::{Names, SystemResolver},
     policy::PolicyStore,
     policy_watch::{self, apply_kernel_policy, Fingerprint, PolicyReloader},
     privileges::check_privileges,
@@ -141,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             limits: config.limits,
         },
         mesh_ca,
+        names: Arc::new(Names::new(config.hosts.clone(), Arc::new(SystemResolver))),
     }));
     let active = proxy.active.clone();
 

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod kernel_events;
 pub mod listener;
 pub mod metrics;
+pub mod names;
 pub mod policy_watch;
 pub mod privileges;
 pub mod proxy;

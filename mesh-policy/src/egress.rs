@@ -169,6 +169,12 @@ impl EgressEntry {
 }
 
 impl EgressEntry {
+    /// Whether this is a name entry that `server_name` matches on `port`.
+    pub fn names(&self, server_name: &str, port: u16) -> bool {
+        matches!(&self.addr, AddrMatch::Name(n) if n.matches(server_name))
+            && self.ports.contains(port)
+    }
+
     /// [`EgressEntry::matches`], where a name entry also matches while no
     /// name is known (it may turn out to be that name).
     pub fn may_match(&self, ip: IpAddr, port: u16, server_name: Option<&str>) -> bool {

@@ -371,6 +371,16 @@ impl PolicySet {
             .map(|e| format!("tls.terminate {:?} ({})", e.text, policy.file))
     }
 
+    /// Whether `server_name` (an SNI or Host the agent sent) would let
+    /// `agent` through egress on `port` by name: an `egress.allow` name entry
+    /// matches it. Such a name must be bound to the address connected to
+    /// before it may decide (the proxy checks, `names.rs`).
+    pub fn name_allows(&self, agent: &str, server_name: &str, port: u16) -> bool {
+        self.agents
+            .get(agent)
+            .is_some_and(|p| p.allow.iter().any(|r| r.entry.names(server_name, port)))
+    }
+
     /// `(agent, glob)` for every policy with a `match.cgroup` selector: the
     /// daemon tags cgroups matching `glob` (relative to the cgroup root) as `agent`.
     pub fn cgroup_selectors(&self) -> Vec<(String, String)> {

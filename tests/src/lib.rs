@@ -185,6 +185,20 @@ impl Mesh {
         .expect("write config");
     }
 
+    /// Binds host names to addresses in the config's `hosts:` map (before
+    /// the daemon starts): the names policy allows by resolve only there.
+    pub fn set_hosts(&self, hosts: &[(&str, &str)]) {
+        use std::io::Write as _;
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .expect("open config");
+        writeln!(config, "hosts:").expect("write config");
+        for (name, ip) in hosts {
+            writeln!(config, "  {name}: [\"{ip}\"]").expect("write config");
+        }
+    }
+
     pub fn daemon_pid(&self) -> u32 {
         self.daemon.as_ref().and_then(Daemon::pid).expect("daemon")
     }

@@ -230,3 +230,27 @@ fn spend_the_mesh_cannot_count_is_refused_under_a_token_budget() {
     recorded(&mesh, &llm, "budgets[t]");
     assert_eq!(llm.count(), 0, "an uncountable call reached the provider");
 }
+
+#[test]
+fn a_name_the_policy_allows_does_not_carry_an_agent_to_another_address() {
+    require_root();
+    let server = HttpServer::start("127.0.0.1");
+    let port = server.addr.port();
+    // Allowed by name only; the name resolves to another address.
+    let policy = egress_policy("bot", &[format!("api.example:{port}")]);
+    let mut mesh = Mesh::new("escape-name", &[("bot.yaml", &policy)]);
+    mesh.set_hosts(&[("api.example", "127.0.0.9")]);
+    mesh.start_daemon();
+    let get = format!("GET / HTTP/1.1\r\nhost: api.example:{port}\r\nconnection: close\r\n\r\n");
+    let said = send(&mesh, "bot", &server, "", get.as_bytes());
+    assert!(said.starts_with("HTTP/1.1 403"), "{said}");
+    assert!(said.contains("egress.name_unbound"), "{said}");
+    let r = recorded(&mesh, &server, "egress.name_unbound");
+    assert!(
+        r["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("127.0.0.9")),
+        "{r:#}"
+    );
+    assert_eq!(server.count(), 0, "a spoofed Host reached the server");
+}

@@ -528,6 +528,9 @@ fn tls_passthrough_leaves_the_bytes_alone_and_decides_on_the_sni() {
         egress_policy("tlsname", std::slice::from_ref(&by_name)),
     )
     .expect("policy");
+    // tools.test is the server's name (other.test is bound too: the
+    // refusal below is by name, not by binding).
+    mesh.set_hosts(&[("tools.test", "127.0.0.2"), ("other.test", "127.0.0.2")]);
     mesh.start_daemon();
     let mesh_ca = mesh.dir.join("data/ca/mesh-ca.pem");
     let mesh_ca = mesh_ca.to_string_lossy().into_owned();

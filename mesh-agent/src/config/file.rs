@@ -30,6 +30,9 @@ pub struct Config {
     pub policy_dir: PathBuf,
     pub max_body_bytes: usize,
     pub limits: crate::proxy::Limits,
+    /// Static name → addresses map (`hosts:`): names it holds are bound to
+    /// these addresses only, without asking the system resolver.
+    pub hosts: std::collections::HashMap<String, Vec<IpAddr>>,
 }
 
 /// A config problem; located ones point at the value in the file.
@@ -169,6 +172,21 @@ impl Config {
             ));
         }
 
+        let mut hosts = std::collections::HashMap::new();
+        for (name, addrs) in raw.hosts.unwrap_or_default() {
+            let key = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+            let valid = !key.is_empty()
+                && key.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid || addrs.is_empty() {
+                return Err(fail(
+                    "hosts",
+                    format!("hosts entry {name:?} needs a DNS name and at least one address"),
+                ));
+            }
+            hosts.insert(key, addrs);
+        }
         let limits = raw.limits.unwrap_or_default();
         if limits.connections_per_agent == 0 || limits.requests_per_agent == 0 {
             return Err(fail(
@@ -200,6 +218,7 @@ impl Config {
             policy_dir: path(raw.policy_dir, DEFAULT_POLICY_DIR),
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             limits,
+            hosts,
         })
     }
 }
@@ -261,6 +280,7 @@ struct RawConfig {
     policy_dir: Option<AbsPath>,
     max_body_bytes: Option<usize>,
     limits: Option<crate::proxy::Limits>,
+    hosts: Option<std::collections::HashMap<String, Vec<IpAddr>>>,
 }
 
 /// A Unix group name: 1 to 32 characters of A-Z a-z 0-9 . _ -, not
@@ -500,6 +520,7 @@ mod tests {
             policy_dir: "/etc/mesh/policies".into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             limits: Default::default(),
+            hosts: Default::default(),
         };
         assert_eq!(c, Ok(expected.clone()));
         assert_eq!(DEFAULT_LISTEN_V6.to_string(), "[::1]:15001");
@@ -567,6 +588,7 @@ mod tests {
                 policy_dir: "/tmp/t/policies".into(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 limits: Default::default(),
+                hosts: Default::default(),
             })
         );
         // Absolute cgroup paths are taken as they are.
@@ -575,9 +597,22 @@ mod tests {
     }
 
     #[test]
+    fn the_hosts_map_binds_names_to_addresses() {
+        let c = load("hosts:\n  API.Example.: [\"127.0.0.9\", \"::1\"]\n").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(c.hosts["api.example"], vec![ip("127.0.0.9"), ip("::1")]);
+        let bad = load("hosts:\n  \"bad name\": [\"127.0.0.9\"]\n").unwrap_err();
+        assert!(bad.contains("hosts entry \"bad name\""), "{bad}");
+        let empty = load("hosts:\n  api.example: []\n").unwrap_err();
+        assert!(empty.contains("at least one address"), "{empty}");
+        let not_ip = load("hosts:\n  api.example: [\"example.org\"]\n").unwrap_err();
+        assert!(not_ip.starts_with("mesh.yaml:2:"), "{not_ip}");
+    }
+
+    #[test]
     fn config_errors_are_located() {
         let cases: &[(&str, &str)] = &[
-            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `admin_viewers_group`, `admin_operators_group`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`, `limits`"),
+            ("data_dir: /d\nlisen: []\n", "mesh.yaml:2:1: unknown field `lisen`, expected one of `cgroup_root`, `parent_cgroup`, `attach_cgroup`, `bpffs_dir`, `listen`, `admin_socket`, `admin_viewers_group`, `admin_operators_group`, `metrics`, `data_dir`, `policy_dir`, `max_body_bytes`, `limits`, `hosts`"),
             ("data_dir: var/lib\n", "mesh.yaml:1:11: expected an absolute path, got \"var/lib\""),
             ("policy_dir: /etc/../x\n", "mesh.yaml:1:13: path \"/etc/../x\" must not contain \"..\""),
             ("listen: []\n", "mesh.yaml:1:9: listen must hold at least one address"),

@@ -81,4 +81,6 @@ pub struct ProxyParts {
     pub upstream_mark: Option<u32>,
     pub l7: L7Settings,
     pub mesh_ca: Option<Arc<MeshCa>>,
+    /// Binds server names to addresses.
+    pub names: Arc<crate::names::Names>,
 }

@@ -18,6 +18,7 @@ mod limits;
 mod opaque;
 mod serve_http;
 mod terminate;
+mod vouch;
 
 pub mod body;
 pub mod http;
@@ -39,11 +40,12 @@ pub use self::{
     inputs::{ActiveConnections, ActiveGuard, L7Settings, ProxyParts},
     limits::{AgentLimits, Limits},
     terminate::RULE_TLS_UNREAD,
+    vouch::RULE_NAME_UNBOUND,
 };
 use self::{http::Sessions, pool::UpstreamPool, terminate::UpstreamTlsConfigs, tls::MeshCa};
 use crate::{
     addr::ClientAddr, bpf::OrigDstSource, budget::Ledger, config::ACCEPT_ERROR_BACKOFF,
-    metrics::Metrics, policy::PolicyStore, records::RecordLog, state::Governor,
+    metrics::Metrics, names::Names, policy::PolicyStore, records::RecordLog, state::Governor,
 };
 
 /// Everything a connection task needs, shared.
@@ -72,6 +74,8 @@ pub struct Proxy {
     upstream_tls: UpstreamTlsConfigs,
     /// What each agent holds open, against its bounds.
     pub limits: Arc<AgentLimits>,
+    /// Whether a server name resolves to the address connected to.
+    pub names: Arc<Names>,
 }
 
 impl Proxy {
@@ -100,6 +104,7 @@ impl Proxy {
             mesh_ca: p.mesh_ca,
             upstream_tls: UpstreamTlsConfigs::default(),
             limits: Arc::new(AgentLimits::new(p.l7.limits)),
+            names: p.names,
             l7: p.l7,
         }
     }

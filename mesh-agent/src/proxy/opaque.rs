@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use tracing::debug;
 
-use super::{conn::connect_upstream, relay, Conn, Proxy};
+use super::{conn::connect_upstream, relay, vouch::RULE_NAME_UNBOUND, Conn, Proxy};
 use crate::{
     policy::{EgressDecision, EgressPolicy as _},
     records::Verdict,
@@ -21,11 +21,24 @@ impl Proxy {
         prefix: Bytes,
     ) {
         let Some(dst) = conn.dst else { return };
-        let rule = match self.policies.snapshot().decide_egress(
-            agent,
-            dst.normalized(),
-            conn.server_name.as_deref(),
-        ) {
+        let policy = self.policies.snapshot();
+        if let Err(unbound) = self
+            .vouch(&policy, agent, dst, conn.server_name.as_deref())
+            .await
+        {
+            drop(client);
+            let reason = unbound.to_string();
+            self.finish(
+                &conn,
+                Verdict::RefusedPolicy,
+                RULE_NAME_UNBOUND,
+                Some(reason),
+                (0, 0),
+            );
+            return;
+        }
+        let rule = match policy.decide_egress(agent, dst.normalized(), conn.server_name.as_deref())
+        {
             EgressDecision::Refuse { rule, reason } => {
                 debug!(%rule, %reason, "egress refused");
                 drop(client);

@@ -10,7 +10,10 @@ use std::{
 use bytes::Bytes;
 use tokio::{net::TcpStream, sync::watch};
 
-use super::{http::TlsLeg, io::Prefixed, pool::UpstreamTls, sniff, tls, Conn, Proxy};
+use super::{
+    http::TlsLeg, io::Prefixed, pool::UpstreamTls, sniff, tls, vouch::RULE_NAME_UNBOUND, Conn,
+    Proxy,
+};
 use crate::{
     policy::{EgressDecision, EgressPolicy as _, TlsMode},
     records::Verdict,
@@ -33,6 +36,25 @@ impl Proxy {
         let Some(dst) = conn.dst else { return };
         let sni = hello.sni.as_deref();
         let policy = self.policies.snapshot();
+        // With Encrypted Client Hello the SNI is only the public name: it
+        // cannot decide where the connection goes.
+        if let Some(outer) =
+            sni.filter(|s| hello.ech && policy.name_allows(&agent, s, dst.0.port()))
+        {
+            let reason = format!(
+                "the client offered Encrypted Client Hello: its SNI {outer:?} is only the \
+                 public name, and a name decides egress here"
+            );
+            drop(client);
+            self.finish(
+                &conn,
+                Verdict::RefusedPolicy,
+                RULE_NAME_UNBOUND,
+                Some(reason),
+                (0, 0),
+            );
+            return;
+        }
         let upstream_ca = match policy.tls_mode(&agent, dst.normalized(), sni) {
             TlsMode::Passthrough => {
                 // Calls the policy governs cannot be read inside TLS the mesh
@@ -60,6 +82,18 @@ impl Proxy {
         };
         // The L4/SNI decision first: a refused destination never sees a
         // handshake from the mesh either.
+        if let Err(unbound) = self.vouch(&policy, &agent, dst, sni).await {
+            drop(client);
+            let reason = unbound.to_string();
+            self.finish(
+                &conn,
+                Verdict::RefusedPolicy,
+                RULE_NAME_UNBOUND,
+                Some(reason),
+                (0, 0),
+            );
+            return;
+        }
         if let EgressDecision::Refuse { rule, reason } =
             policy.decide_egress(&agent, dst.normalized(), sni)
         {

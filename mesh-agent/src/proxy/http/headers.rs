@@ -7,8 +7,12 @@ use hyper::{
     Uri,
 };
 
-use super::{upgrade::Upgrade, HttpConn};
+use super::{exchange::Exchange, refuse::PolicyRefusal, upgrade::Upgrade, HttpConn};
 use crate::l7::path::{self, PathError};
+use crate::{
+    policy::{Decision, PolicySet},
+    proxy::RULE_NAME_UNBOUND,
+};
 
 /// Connection-level headers are not forwarded (RFC 9110 section 7.6.1), nor
 /// those the `Connection` header names.
@@ -115,25 +119,72 @@ pub(super) fn is_event_stream(content_type: &str) -> bool {
     content_type.starts_with("text/event-stream")
 }
 
+/// The rule a request whose Host is not the SNI of its terminated TLS is
+/// refused under.
+pub const RULE_SNI_HOST: &str = "tls.sni_host";
+
 impl HttpConn {
+    /// Whether the name this request uses may decide it: on terminated TLS
+    /// the Host must be the SNI the mesh terminated for, and a name that lets
+    /// the agent through egress must resolve to the destination. None when
+    /// it may go on.
+    pub(super) async fn check_name(
+        &self,
+        ex: &Exchange,
+        policy: &PolicySet,
+        parts: &Parts,
+    ) -> Option<PolicyRefusal> {
+        if let (Some(sni), Some(host)) = (
+            self.tls.as_ref().and_then(|t| t.sni.as_deref()),
+            request_host(parts),
+        ) {
+            if !host.eq_ignore_ascii_case(sni) {
+                return PolicyRefusal::of(Decision::Refuse {
+                    rule: RULE_SNI_HOST.into(),
+                    reason: format!(
+                        "the request names host {host:?}, but its TLS was terminated for {sni:?}"
+                    ),
+                });
+            }
+        }
+        let name = ex.server_name.as_deref();
+        match self
+            .proxy
+            .vouch(policy, &self.agent, self.dst(), name)
+            .await
+        {
+            Ok(()) => None,
+            Err(unbound) => PolicyRefusal::of(Decision::Refuse {
+                rule: RULE_NAME_UNBOUND.into(),
+                reason: unbound.to_string(),
+            }),
+        }
+    }
+
     /// The name the agent used: the SNI it sent, else the HTTP authority
     /// (without port, lower case).
     pub(super) fn server_name(&self, parts: &Parts) -> Option<String> {
         if let Some(sni) = self.tls.as_ref().and_then(|t| t.sni.as_deref()) {
             return Some(sni.to_owned());
         }
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.host().to_owned())
-            .or_else(|| {
-                let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-                let auth: hyper::http::uri::Authority = host.parse().ok()?;
-                Some(auth.host().to_owned())
-            })?;
-        let host = authority.trim_start_matches('[').trim_end_matches(']');
-        Some(host.to_ascii_lowercase())
+        request_host(parts)
     }
+}
+
+/// The request's host: its authority, else its Host header (without port,
+/// lower case).
+fn request_host(parts: &Parts) -> Option<String> {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+            let auth: hyper::http::uri::Authority = host.parse().ok()?;
+            Some(auth.host().to_owned())
+        })?;
+    let host = authority.trim_start_matches('[').trim_end_matches(']');
+    Some(host.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -147,6 +147,10 @@ impl HttpConn {
         // One snapshot for the whole request: a reload never changes the
         // rules under a call in flight.
         let policy = self.proxy.policies.snapshot();
+        if let Some(refused) = self.check_name(&ex, &policy, &parts).await {
+            ex.rule = refused.rule().to_owned();
+            return self.refuse_decision(ex, &call, &parts.headers, refused);
+        }
         if let Some(refused) = self.decide(&mut ex, &policy, &call) {
             return self.refuse_decision(ex, &call, &parts.headers, refused);
         }

@@ -228,6 +228,11 @@ pub(super) struct PolicyRefusal {
 }
 
 impl PolicyRefusal {
+    /// The rule it is refused under.
+    pub(super) fn rule(&self) -> &str {
+        &self.rule
+    }
+
     /// None when the decision lets the call through.
     pub(super) fn of(decision: Decision) -> Option<PolicyRefusal> {
         match decision {

@@ -199,6 +199,14 @@ impl HttpConn {
         ex.summary.session = session.clone();
         let dst = self.dst();
         let policy = self.proxy.policies.snapshot();
+        if let Err(unbound) = self
+            .proxy
+            .vouch(&policy, &self.agent, dst, ex.server_name.as_deref())
+            .await
+        {
+            let reason = unbound.to_string();
+            return self.refuse_reply(ex, id.as_ref(), crate::proxy::RULE_NAME_UNBOUND, reason);
+        }
         match policy.decide_egress(&self.agent, dst.normalized(), ex.server_name.as_deref()) {
             EgressDecision::Refuse { rule, reason } => {
                 return self.refuse_reply(ex, id.as_ref(), &rule, reason);

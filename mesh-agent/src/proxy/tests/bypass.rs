@@ -200,3 +200,59 @@ async fn paths_are_matched_in_the_form_the_server_routes() {
         assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
     }
 }
+
+/// An MCP-like upstream on another loopback address than `tools.example`'s
+/// (the fixture's hosts map binds that name to 127.0.0.1 only).
+async fn upstream_on(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nreached",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_name_decides_only_where_it_resolves() {
+    let bound = upstream_on("127.0.0.1").await;
+    let elsewhere = upstream_on("127.0.0.3").await;
+    // Egress by name only, on both ports.
+    let policy = format!(
+        "apiVersion: mesh/v1\nkind: AgentPolicy\nagent: bot\negress:\n  \
+         allow: [\"tools.example:{}\", \"tools.example:{}\"]\n",
+        bound.port(),
+        elsewhere.port()
+    );
+    let f = fixture(&policy).await;
+    let get = "GET / HTTP/1.1\r\nhost: tools.example\r\nconnection: close\r\n\r\n";
+    let ok = exchange(&f, bound, get).await;
+    assert!(ok.ends_with("reached"), "{ok}");
+    // The same name sent to an address it does not resolve to.
+    let spoofed = exchange(&f, elsewhere, get).await;
+    assert!(spoofed.starts_with("HTTP/1.1 403"), "{spoofed}");
+    assert!(spoofed.contains("egress.name_unbound"), "{spoofed}");
+    let r = call_record(&f).await;
+    let refused = f
+        .records
+        .tail(10)
+        .into_iter()
+        .find(|r| r.rule.as_deref() == Some("egress.name_unbound"))
+        .unwrap_or_else(|| panic!("not recorded: {r:?}"));
+    assert!(
+        refused
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("127.0.0.3")),
+        "{refused:?}"
+    );
+}

@@ -104,6 +104,13 @@ async fn fixture_files(files: &[(&str, String)]) -> Fixture {
             },
         },
         mesh_ca: None,
+        names: Arc::new(crate::names::Names::new(
+            std::collections::HashMap::from([(
+                "tools.example".to_owned(),
+                vec!["127.0.0.1".parse().unwrap()],
+            )]),
+            Arc::new(crate::names::SystemResolver),
+        )),
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listen = listener.local_addr().unwrap();
