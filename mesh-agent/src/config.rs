@@ -137,6 +137,14 @@ pub const LISTEN_BACKLOG: u32 = 1024;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection records kept in memory for `meshctl` (oldest dropped first).
 pub const RECORD_RING_CAPACITY: usize = 4096;
+/// ... and at most this many bytes of them (as `records.rs` counts them).
+pub const RECORD_RING_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// A call's arguments longer than this are kept in a record as a marker
+/// with their length and a prefix.
+pub const RECORD_ARGUMENTS_MAX_BYTES: usize = 16 * 1024;
+/// Any other text of a record an agent can grow (names, paths, reasons,
+/// error messages) is cut at this many bytes, marked.
+pub const RECORD_TEXT_MAX_BYTES: usize = 4 * 1024;
 /// Output tokens reserved for a budgeted LLM request that states no bound
 /// (defined where calls are charged).
 pub use crate::budget::charge::DEFAULT_MAX_OUTPUT_TOKENS;
@@ -234,5 +242,8 @@ pub const NAME_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub const NAME_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Names kept resolved at once (agents choose the names they send).
 pub const NAME_CACHE_MAX: usize = 4096;
+/// Distinct agent-chosen label values (MCP server and tool names, models)
+/// kept per agent in the metrics; more are counted as `other`.
+pub const LABEL_VALUES_PER_AGENT: usize = 100;
 /// Default `limits.requests_per_agent`.
 pub const DEFAULT_REQUESTS_PER_AGENT: usize = 256;

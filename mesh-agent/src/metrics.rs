@@ -27,6 +27,8 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
+mod labels;
+
 use crate::{
     budget::Ledger,
     l7::{llm::Usage, Protocol},
@@ -99,6 +101,8 @@ pub struct Metrics {
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     llm_tokens: Family<TokenLabels, Counter>,
     decision_seconds: Histogram,
+    /// Agent-chosen label values, capped per agent.
+    labels: labels::AgentLabelValues,
     pub ready: AtomicBool,
 }
 
@@ -170,6 +174,7 @@ impl Metrics {
             durations,
             llm_tokens,
             decision_seconds,
+            labels: labels::AgentLabelValues::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -197,6 +202,16 @@ impl Metrics {
         decision: &str,
         rule: &str,
     ) {
+        // Names of refused calls are the agent's to invent: never labels.
+        let (server, tool) = if decision == "allow" {
+            let pair = format!("{server}\u{0}{tool}");
+            match self.labels.admit(agent, &pair) {
+                labels::OTHER => (labels::OTHER, labels::OTHER),
+                _ => (server, tool),
+            }
+        } else {
+            (labels::OTHER, labels::OTHER)
+        };
         self.tool_calls
             .get_or_create(&ToolCallLabels {
                 agent: agent.to_owned(),
@@ -223,6 +238,7 @@ impl Metrics {
     }
 
     pub fn add_tokens(&self, agent: &str, provider: &str, model: &str, usage: &Usage) {
+        let model = self.labels.admit(agent, model);
         for (kind, n) in [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -484,6 +500,7 @@ mod tests {
         assert!(
             text.lines().any(|l| l.starts_with("mesh_tool_calls_total{")
                 && l.contains("rule=\"mcp[s].tools.deny[0]\"")
+                && l.contains("tool=\"other\"")
                 && l.ends_with(" 1")),
             "{text}"
         );

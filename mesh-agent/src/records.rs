@@ -13,7 +13,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::l7::{Direction, Protocol, RpcId};
+use crate::{
+    config::{RECORD_ARGUMENTS_MAX_BYTES, RECORD_RING_MAX_BYTES, RECORD_TEXT_MAX_BYTES},
+    l7::{Direction, Protocol, RpcId},
+};
 
 /// How the mesh handled a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,9 +255,101 @@ macro_rules! log_record {
     }};
 }
 
-/// Bounded ring of the most recent records.
+struct Ring {
+    records: VecDeque<ConnectionRecord>,
+    /// Sum of the records' [`ConnectionRecord::approx_bytes`].
+    bytes: usize,
+}
+
+impl ConnectionRecord {
+    /// The record with every text an agent can grow cut to its bound:
+    /// arguments over [`RECORD_ARGUMENTS_MAX_BYTES`] become a marker with
+    /// their length and a prefix, other texts end in a marker.
+    pub fn bounded(mut self) -> ConnectionRecord {
+        for text in [&mut self.reason, &mut self.server_name, &mut self.client] {
+            cut(text);
+        }
+        if let Some(call) = &mut self.call {
+            for text in [
+                &mut call.name,
+                &mut call.error_message,
+                &mut call.session,
+                &mut call.version,
+            ] {
+                cut(text);
+            }
+            let mut path = Some(std::mem::take(&mut call.path));
+            cut(&mut path);
+            call.path = path.unwrap_or_default();
+            if let Some(args) = &call.arguments {
+                let text = args.get();
+                if text.len() > RECORD_ARGUMENTS_MAX_BYTES {
+                    let prefix = &text[..floor_char_boundary(text, 256)];
+                    let marker = serde_json::json!({
+                        "mesh_truncated": true,
+                        "bytes": text.len(),
+                        "prefix": prefix,
+                    });
+                    call.arguments = serde_json::value::to_raw_value(&marker)
+                        .ok()
+                        .and_then(|raw| crate::l7::Arguments::from_raw("marker", &raw).ok())
+                        .flatten();
+                }
+            }
+        }
+        self
+    }
+
+    /// Roughly what the record holds in memory, for the ring's byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        let mut n = std::mem::size_of::<ConnectionRecord>()
+            + text(&self.agent)
+            + text(&self.client)
+            + text(&self.original_destination)
+            + text(&self.rule)
+            + text(&self.reason)
+            + text(&self.server_name);
+        if let Some(c) = &self.call {
+            n += std::mem::size_of::<CallSummary>()
+                + c.http_method.len()
+                + c.path.len()
+                + c.method.len()
+                + text(&c.name)
+                + c.arguments.as_ref().map_or(0, |a| a.get().len())
+                + text(&c.session)
+                + text(&c.version)
+                + text(&c.outcome)
+                + text(&c.error_message)
+                + text(&c.provider);
+        }
+        n
+    }
+}
+
+/// Cuts `text` to [`RECORD_TEXT_MAX_BYTES`] (at a character boundary),
+/// marked.
+fn cut(text: &mut Option<String>) {
+    if let Some(t) = text.as_mut().filter(|t| t.len() > RECORD_TEXT_MAX_BYTES) {
+        let total = t.len();
+        t.truncate(floor_char_boundary(t, RECORD_TEXT_MAX_BYTES));
+        t.push_str(&format!("…[mesh: cut, {total} bytes]"));
+    }
+}
+
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Bounded ring of the most recent records: at most `capacity` of them and
+/// [`RECORD_RING_MAX_BYTES`] of their text; every text an agent can grow is
+/// cut to a bound before it is kept ([`ConnectionRecord::bounded`]).
 pub struct RecordLog {
-    ring: Mutex<VecDeque<ConnectionRecord>>,
+    ring: Mutex<Ring>,
     capacity: usize,
     next_id: AtomicU64,
     observer: std::sync::OnceLock<Arc<dyn RecordObserver>>,
@@ -263,7 +358,10 @@ pub struct RecordLog {
 impl RecordLog {
     pub fn new(capacity: usize) -> RecordLog {
         RecordLog {
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            ring: Mutex::new(Ring {
+                records: VecDeque::with_capacity(capacity.min(1024)),
+                bytes: 0,
+            }),
             capacity,
             next_id: AtomicU64::new(1),
             observer: std::sync::OnceLock::new(),
@@ -296,21 +394,30 @@ impl RecordLog {
     }
 
     fn keep(&self, record: ConnectionRecord) {
+        let record = record.bounded();
         if record.call.is_none() {
             log_record!(tracing::Level::INFO, record);
         } else {
             log_record!(tracing::Level::DEBUG, record);
         }
+        let size = record.approx_bytes();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        if ring.len() == self.capacity {
-            ring.pop_front();
+        while ring.records.len() >= self.capacity
+            || (!ring.records.is_empty() && ring.bytes + size > RECORD_RING_MAX_BYTES)
+        {
+            let Some(old) = ring.records.pop_front() else {
+                break;
+            };
+            ring.bytes = ring.bytes.saturating_sub(old.approx_bytes());
         }
-        ring.push_back(record);
+        ring.bytes += size;
+        ring.records.push_back(record);
     }
 
     /// The newest `n` records, oldest first.
     pub fn tail(&self, n: usize) -> Vec<ConnectionRecord> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = &ring.records;
         let skip = ring.len().saturating_sub(n);
         ring.iter().skip(skip).cloned().collect()
     }
@@ -341,6 +448,39 @@ mod tests {
             server_name: None,
             call: None,
         }
+    }
+
+    #[test]
+    fn what_an_agent_can_grow_is_kept_bounded() {
+        let log = RecordLog::new(3);
+        let mut r = rec(1);
+        r.reason = Some("é".repeat(RECORD_TEXT_MAX_BYTES));
+        let args = format!(
+            "{{\"blob\":\"{}\"}}",
+            "x".repeat(RECORD_ARGUMENTS_MAX_BYTES)
+        );
+        let raw = serde_json::value::RawValue::from_string(args.clone()).unwrap();
+        r.call = Some(CallSummary {
+            name: Some("t".repeat(1 << 20)),
+            arguments: crate::l7::Arguments::from_raw("a", &raw).unwrap(),
+            ..CallSummary::default()
+        });
+        log.push(r);
+        let kept = log.tail(1).remove(0);
+        let reason = kept.reason.unwrap();
+        assert!(
+            reason.len() < RECORD_TEXT_MAX_BYTES + 64,
+            "{}",
+            reason.len()
+        );
+        assert!(reason.ends_with(&format!("[mesh: cut, {} bytes]", 2 * RECORD_TEXT_MAX_BYTES)));
+        let call = kept.call.unwrap();
+        assert!(call.name.unwrap().len() < RECORD_TEXT_MAX_BYTES + 64);
+        let marker: serde_json::Value =
+            serde_json::from_str(call.arguments.unwrap().get()).unwrap();
+        assert_eq!(marker["mesh_truncated"], true);
+        assert_eq!(marker["bytes"], args.len());
+        assert!(log.ring.lock().unwrap().bytes < 64 * 1024);
     }
 
     #[test]

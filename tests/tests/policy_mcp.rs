@@ -372,14 +372,15 @@ fn sdk_server_policy(mode: &str) {
         &write_rule,
     );
 
-    // Metrics: tool calls carry the deciding rule; decisions were timed.
+    // Metrics: tool calls carry the deciding rule (a refused call's names
+    // are the agent's to invent: never labels); decisions were timed.
     let metrics = mesh.metrics_text();
     assert!(
         metrics
             .lines()
             .any(|l| l.starts_with("mesh_tool_calls_total{")
                 && l.contains(&format!("agent=\"{calc}\""))
-                && l.contains("tool=\"remove\"")
+                && l.contains("tool=\"other\"")
                 && l.contains("decision=\"refuse\"")
                 && l.contains(&format!("rule=\"{deny_rule}\""))),
         "{metrics}"

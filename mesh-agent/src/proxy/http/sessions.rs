@@ -270,3 +270,38 @@ impl HttpConn {
         ex.respond_now(resp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(agent: &str) -> PendingKey {
+        PendingKey {
+            agent: agent.into(),
+            dst: "127.0.0.1:7001".parse().unwrap(),
+            session: Some("s-1".into()),
+            direction: Direction::ServerToClient,
+            id: RpcId::Number(1),
+        }
+    }
+
+    #[test]
+    fn another_agents_ids_reach_nothing() {
+        let sessions = Sessions::default();
+        let request = || Pending::ServerRequest {
+            method: "sampling/createMessage".into(),
+            name: None,
+            seen: Instant::now(),
+        };
+        sessions.insert_pending(key("bot"), request());
+        // The same destination, session and id, from another agent.
+        assert!(sessions.take_pending(&key("other")).is_none());
+        assert!(sessions.take_pending(&key("bot")).is_some());
+
+        let dst = key("bot").dst;
+        let _stream = sessions.register_stream(("bot".into(), dst, "s-1".into()));
+        let event = || Bytes::from_static(b"event: message\ndata: {}\n\n");
+        assert!(!sessions.inject(&("other".into(), dst, "s-1".into()), event()));
+        assert!(sessions.inject(&("bot".into(), dst, "s-1".into()), event()));
+    }
+}
