@@ -345,13 +345,13 @@ impl PolicySet {
     /// `dst` may be for. A named entry counts when `server_name` (the SNI)
     /// is that name, or is not known yet. Such a connection must be read as
     /// the protocol it is, never relayed as opaque bytes. The answer names
-    /// the entry, for reasons.
+    /// the entry (for reasons) without allocating.
     pub fn l7_entry_for(
         &self,
         agent: &str,
         dst: SocketAddr,
         server_name: Option<&str>,
-    ) -> Option<String> {
+    ) -> Option<L7Entry<'_>> {
         let policy = self.agents.get(agent)?;
         let dst = SocketAddr::new(canonical_ip(dst.ip()), dst.port());
         let mcp = policy.mcp.iter().flatten().map(|s| &s.address);
@@ -362,13 +362,21 @@ impl PolicySet {
             .chain(a2a)
             .find(|a| a.may_be(dst, server_name))
         {
-            return Some(format!("{:?} ({})", a.text, policy.file));
+            return Some(L7Entry {
+                what: "address",
+                text: &a.text,
+                file: &policy.file,
+            });
         }
         policy
             .terminate
             .iter()
             .find(|e| e.may_match(dst.ip(), dst.port(), server_name))
-            .map(|e| format!("tls.terminate {:?} ({})", e.text, policy.file))
+            .map(|e| L7Entry {
+                what: "tls.terminate",
+                text: &e.text,
+                file: &policy.file,
+            })
     }
 
     /// Whether `server_name` (an SNI or Host the agent sent) would let
@@ -391,6 +399,21 @@ impl PolicySet {
                 p.cgroup.as_ref().map(|g| (agent.to_string(), g.clone()))
             })
             .collect()
+    }
+}
+
+/// The policy entry that governs a destination above TCP
+/// ([`PolicySet::l7_entry_for`]); displays as `address "…" (file)`.
+#[derive(Clone, Copy, Debug)]
+pub struct L7Entry<'p> {
+    what: &'static str,
+    text: &'p str,
+    file: &'p str,
+}
+
+impl std::fmt::Display for L7Entry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} ({})", self.what, self.text, self.file)
     }
 }
 

@@ -95,22 +95,25 @@ impl Proxy {
             let mut client = client;
             // A destination governed above TCP is never relayed as opaque
             // bytes: its client gets longer to speak, then is refused.
-            let l7_entry = self
+            let above_tcp = self
                 .policies
                 .snapshot()
-                .l7_entry_for(&agent, dst.normalized(), None);
-            let timeout = match l7_entry {
-                Some(_) => self.l7.l7_sniff_timeout,
-                None => self.l7.sniff_timeout,
+                .l7_entry_for(&agent, dst.normalized(), None)
+                .is_some();
+            let timeout = match above_tcp {
+                true => self.l7.l7_sniff_timeout,
+                false => self.l7.sniff_timeout,
             };
             let (prefix, sniffed) = sniff_client(&mut client, timeout).await;
             match sniffed {
-                Sniffed::Opaque if l7_entry.is_some() => {
+                Sniffed::Opaque if above_tcp => {
                     conn.protocol = Some(Protocol::Tcp);
+                    let policy = self.policies.snapshot();
+                    let entry = policy.l7_entry_for(&agent, dst.normalized(), None);
                     let reason = format!(
                         "{dst} is governed above TCP by {}, and the connection sent \
                          {} bytes that are neither HTTP nor TLS{}",
-                        l7_entry.unwrap_or_default(),
+                        entry.map_or_else(|| "the policy".to_owned(), |e| e.to_string()),
                         prefix.len(),
                         if prefix.len() < sniff::SNIFF_MAX_BYTES {
                             format!(" before it went quiet or closed (waited {timeout:?})")
