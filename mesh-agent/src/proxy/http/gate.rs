@@ -30,6 +30,7 @@ use crate::{
         charge::{self, BudgetRefusal, Charge},
         Commit, Spend,
     },
+    config::MAX_SSE_EVENT_BYTES,
     l7::{
         llm::{self, LlmApi, Usage},
         sse::SseEventSplitter,
@@ -246,8 +247,29 @@ impl GateState {
         };
         let mut events = Vec::new();
         splitter.push(&data, |event| events.push(Bytes::copy_from_slice(event)));
+        let held = splitter.held();
         for event in events {
             self.event(insp, event);
+        }
+        if held > MAX_SSE_EVENT_BYTES && !self.done {
+            // An event the gate cannot hold whole: the stream ends here,
+            // charged at its full reservation (its usage is unreadable).
+            if let Some(ex) = insp.exchange.as_mut() {
+                ex.reason = Some(format!(
+                    "stream ended by mesh: an event grew past {MAX_SSE_EVENT_BYTES} bytes"
+                ));
+                if !self.settled {
+                    self.commit = ex.settle_llm(None, true);
+                }
+            }
+            if let Some(splitter) = self.events.as_mut() {
+                splitter.finish();
+            }
+            self.settled = true;
+            self.done = true;
+            if !self.terminator.is_empty() {
+                self.out.push_back(Bytes::from_static(self.terminator));
+            }
         }
     }
 

@@ -150,3 +150,48 @@ async fn calls_whose_usage_the_mesh_cannot_count_are_refused_under_a_token_budge
     let resp = exchange(&f, upstream, get).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+#[tokio::test]
+async fn an_event_too_large_to_hold_ends_the_stream_at_its_full_reservation() {
+    // One event that never ends, past the bound the gate holds.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: ")
+                    .await;
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..(crate::config::MAX_SSE_EVENT_BYTES / chunk.len() + 8) {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let f = fixture(&llm_policy(&upstream.to_string())).await;
+    let body = r#"{"model":"m","stream":true,"max_tokens":50,"messages":[]}"#;
+    let resp = exchange(&f, upstream, &post("/v1/chat/completions", body, "")).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{}",
+        &resp[..200.min(resp.len())]
+    );
+    assert!(resp.contains("data: [DONE]"), "no clean end");
+    assert!(
+        resp.len() < crate::config::MAX_SSE_EVENT_BYTES,
+        "the event went out"
+    );
+    let r = call_record(&f).await;
+    assert!(
+        r.reason.as_deref().is_some_and(|r| r.contains("grew past")),
+        "{:?}",
+        r.reason
+    );
+    let reserved = body.len() as u64 + 50;
+    assert_eq!(used(&f), (reserved, 0));
+}
