@@ -227,6 +227,8 @@ pub const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
 /// long and at most this many at once.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
 pub const MAX_PENDING: usize = 16_384;
+/// ... of which one agent may hold this many.
+pub const MAX_PENDING_PER_AGENT: usize = 4096;
 /// How long a client may take to send a request's head (hyper's
 /// `header_read_timeout`, also the idle bound between keep-alive requests):
 /// a connection that dribbles its head is closed.

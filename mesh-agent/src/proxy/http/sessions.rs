@@ -27,7 +27,7 @@ use super::{
     HttpConn,
 };
 use crate::{
-    config::{MAX_PENDING, PENDING_TTL},
+    config::{MAX_PENDING, MAX_PENDING_PER_AGENT, PENDING_TTL},
     l7::{mcp::McpGeneration, Call, Direction, OutcomeStatus, Protocol, RpcId},
     policy::{EgressDecision, EgressPolicy as _},
     proxy::pool::ProxyBody,
@@ -111,7 +111,12 @@ impl Sessions {
                 }
             }
         }
-        let overflow = if map.len() < MAX_PENDING {
+        // One agent may hold only its share, so another's calls still find
+        // room (the count is of this agent's entries, read only when the
+        // table is past that share in all).
+        let agent_full = map.len() >= MAX_PENDING_PER_AGENT
+            && map.keys().filter(|k| k.agent == key.agent).count() >= MAX_PENDING_PER_AGENT;
+        let overflow = if map.len() < MAX_PENDING && !agent_full {
             map.insert(key, (now, pending));
             None
         } else {
@@ -303,5 +308,26 @@ mod tests {
         let event = || Bytes::from_static(b"event: message\ndata: {}\n\n");
         assert!(!sessions.inject(&("other".into(), dst, "s-1".into()), event()));
         assert!(sessions.inject(&("bot".into(), dst, "s-1".into()), event()));
+    }
+
+    #[test]
+    fn one_agent_cannot_fill_the_table_for_another() {
+        let sessions = Sessions::default();
+        let request = || Pending::ServerRequest {
+            method: "ping".into(),
+            name: None,
+            seen: Instant::now(),
+        };
+        let numbered = |agent: &str, n: i64| PendingKey {
+            id: RpcId::Number(n),
+            ..key(agent)
+        };
+        for n in 0..(MAX_PENDING_PER_AGENT as i64 + 10) {
+            sessions.insert_pending(numbered("bot", n), request());
+        }
+        let held = sessions.pending.lock().unwrap().len();
+        assert_eq!(held, MAX_PENDING_PER_AGENT);
+        sessions.insert_pending(numbered("other", 1), request());
+        assert!(sessions.take_pending(&numbered("other", 1)).is_some());
     }
 }
