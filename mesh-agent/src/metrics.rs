@@ -203,12 +203,8 @@ impl Metrics {
         rule: &str,
     ) {
         // Names of refused calls are the agent's to invent: never labels.
-        let (server, tool) = if decision == "allow" {
-            let pair = format!("{server}\u{0}{tool}");
-            match self.labels.admit(agent, &pair) {
-                labels::OTHER => (labels::OTHER, labels::OTHER),
-                _ => (server, tool),
-            }
+        let (server, tool) = if decision == "allow" && self.labels.admit(agent, &[server, tool]) {
+            (server, tool)
         } else {
             (labels::OTHER, labels::OTHER)
         };
@@ -238,7 +234,10 @@ impl Metrics {
     }
 
     pub fn add_tokens(&self, agent: &str, provider: &str, model: &str, usage: &Usage) {
-        let model = self.labels.admit(agent, model);
+        let model = match self.labels.admit(agent, &[model]) {
+            true => model,
+            false => labels::OTHER,
+        };
         for (kind, n) in [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),

@@ -5,33 +5,40 @@
 //! agent's to invent, and the rule that refused them says what they were.
 use std::{
     collections::{HashMap, HashSet},
+    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
     sync::Mutex,
 };
 
 use crate::config::LABEL_VALUES_PER_AGENT;
 
-/// The label value names collapse into.
+/// The label value names past the cap, and refused calls' names, become.
 pub const OTHER: &str = "other";
 
+/// Per agent, the values admitted, by hash (a collision only lets a value
+/// share another's slot under the cap): a known value costs no allocation.
 #[derive(Default)]
 pub struct AgentLabelValues {
-    seen: Mutex<HashMap<String, HashSet<String>>>,
+    seen: Mutex<HashMap<String, HashSet<u64>>>,
 }
 
 impl AgentLabelValues {
-    /// `value` when `agent` may have it as a label value (already has it,
-    /// or is under its cap), else [`OTHER`].
-    pub fn admit<'a>(&self, agent: &str, value: &'a str) -> &'a str {
+    /// Whether `agent` may have the value made of `parts` as label values
+    /// (it already has, or is under its cap).
+    pub fn admit(&self, agent: &str, parts: &[&str]) -> bool {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(parts);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let values = seen.entry(agent.to_owned()).or_default();
-        if values.contains(value) {
-            return value;
+        if let Some(values) = seen.get_mut(agent) {
+            if values.contains(&hash) {
+                return true;
+            }
+            if values.len() >= LABEL_VALUES_PER_AGENT {
+                return false;
+            }
+            values.insert(hash);
+            return true;
         }
-        if values.len() >= LABEL_VALUES_PER_AGENT {
-            return OTHER;
-        }
-        values.insert(value.to_owned());
-        value
+        seen.insert(agent.to_owned(), HashSet::from([hash]));
+        true
     }
 }
 
@@ -45,15 +52,11 @@ mod tests {
         let names: Vec<String> = (0..LABEL_VALUES_PER_AGENT + 5)
             .map(|i| format!("tool-{i}"))
             .collect();
-        let admitted: Vec<&str> = names.iter().map(|n| labels.admit("a", n)).collect();
-        assert_eq!(admitted[0], "tool-0");
-        assert_eq!(
-            admitted[LABEL_VALUES_PER_AGENT - 1],
-            names[LABEL_VALUES_PER_AGENT - 1]
-        );
-        assert_eq!(admitted[LABEL_VALUES_PER_AGENT], OTHER);
-        assert_eq!(labels.admit("a", "tool-0"), "tool-0");
+        let admitted: Vec<bool> = names.iter().map(|n| labels.admit("a", &[n])).collect();
+        assert!(admitted[..LABEL_VALUES_PER_AGENT].iter().all(|a| *a));
+        assert!(!admitted[LABEL_VALUES_PER_AGENT]);
+        assert!(labels.admit("a", &["tool-0"]));
         // Another agent has its own cap.
-        assert_eq!(labels.admit("b", "tool-999"), "tool-999");
+        assert!(labels.admit("b", &["tool-999"]));
     }
 }
