@@ -11,7 +11,6 @@ use tracing::{info_span, Instrument as _};
 
 use super::{
     io::Prefixed,
-    limits::Kind,
     sniff::{self, SniffStatus, Sniffed},
     Conn, Proxy,
 };
@@ -77,8 +76,8 @@ impl Proxy {
             };
             // One agent's flood is bounded by its own limit, not by what
             // the others leave over.
-            let _slot = match self.limits.enter(&agent, Kind::Connection) {
-                Ok(slot) => slot,
+            conn.slot = match self.limits.connect(&agent) {
+                Ok(slot) => Some(slot),
                 Err(at) => {
                     drop(client);
                     let rule = at.rule();

@@ -30,6 +30,8 @@ pub struct Conn {
     pub(crate) dst: Option<OrigDst>,
     pub(crate) protocol: Option<Protocol>,
     pub(crate) server_name: Option<String>,
+    /// The agent's connection slot, held while the connection lives.
+    pub(crate) slot: Option<super::limits::ConnSlot>,
 }
 
 impl Conn {
@@ -43,6 +45,7 @@ impl Conn {
             dst: None,
             protocol: None,
             server_name: None,
+            slot: None,
         }
     }
 

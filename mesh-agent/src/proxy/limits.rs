@@ -6,7 +6,10 @@
 //! its guard drops, whatever way it ends.
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
 /// The per-agent bounds, as the config file sets them (`limits:`).
@@ -29,26 +32,12 @@ impl Default for Limits {
     }
 }
 
-/// What a slot counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Connection,
-    Request,
-}
-
+/// What one agent holds now. Shared by its connections, so that a request
+/// is counted with two atomic operations and no lock.
 #[derive(Debug, Default)]
 struct Counts {
-    connections: usize,
-    requests: usize,
-}
-
-impl Counts {
-    fn of(&mut self, kind: Kind) -> &mut usize {
-        match kind {
-            Kind::Connection => &mut self.connections,
-            Kind::Request => &mut self.requests,
-        }
-    }
+    connections: AtomicUsize,
+    requests: AtomicUsize,
 }
 
 /// The bounds and what each agent holds now.
@@ -56,7 +45,7 @@ impl Counts {
 pub struct AgentLimits {
     max_connections: usize,
     max_requests: usize,
-    held: Mutex<HashMap<Arc<str>, Counts>>,
+    held: Mutex<HashMap<Arc<str>, Arc<Counts>>>,
 }
 
 /// An agent is at its bound.
@@ -78,12 +67,19 @@ impl AtLimit {
     }
 }
 
-/// Gives the slot back when dropped.
+/// One of an agent's connections; gives its slot back when dropped, and
+/// takes the request slots of the requests it carries.
 #[derive(Debug)]
-pub struct Slot {
+pub struct ConnSlot {
     limits: Arc<AgentLimits>,
     agent: Arc<str>,
-    kind: Kind,
+    counts: Arc<Counts>,
+}
+
+/// One request in flight; gives its slot back when dropped.
+#[derive(Debug)]
+pub struct RequestSlot {
+    counts: Arc<Counts>,
 }
 
 impl AgentLimits {
@@ -95,47 +91,75 @@ impl AgentLimits {
         }
     }
 
-    /// Takes a slot of `kind` for `agent`, or says it is at its bound.
-    pub fn enter(self: &Arc<Self>, agent: &Arc<str>, kind: Kind) -> Result<Slot, AtLimit> {
-        let (limit, what) = match kind {
-            Kind::Connection => (self.max_connections, "connections"),
-            Kind::Request => (self.max_requests, "requests"),
+    /// Takes a connection slot for `agent`, or says it is at its bound.
+    pub fn connect(self: &Arc<Self>, agent: &Arc<str>) -> Result<ConnSlot, AtLimit> {
+        let counts = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let counts = held.entry(agent.clone()).or_default();
+            // Counted under the lock, so that the entry is never removed
+            // while a connection is being added to it.
+            if counts.connections.load(Ordering::Acquire) >= self.max_connections {
+                return Err(AtLimit {
+                    agent: agent.clone(),
+                    what: "connections",
+                    limit: self.max_connections,
+                });
+            }
+            counts.connections.fetch_add(1, Ordering::AcqRel);
+            counts.clone()
         };
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let count = held.entry(agent.clone()).or_default().of(kind);
-        if *count >= limit {
-            return Err(AtLimit {
-                agent: agent.clone(),
-                what,
-                limit,
-            });
-        }
-        *count += 1;
-        Ok(Slot {
+        Ok(ConnSlot {
             limits: self.clone(),
             agent: agent.clone(),
-            kind,
+            counts,
         })
     }
 
     /// What `agent` holds now: (connections, requests).
     pub fn held(&self, agent: &str) -> (usize, usize) {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.get(agent)
-            .map_or((0, 0), |c| (c.connections, c.requests))
+        held.get(agent).map_or((0, 0), |c| {
+            (
+                c.connections.load(Ordering::Acquire),
+                c.requests.load(Ordering::Acquire),
+            )
+        })
     }
 }
 
-impl Drop for Slot {
+impl ConnSlot {
+    /// Takes a request slot of this connection's agent, or says it is at
+    /// its bound.
+    pub fn request(&self) -> Result<RequestSlot, AtLimit> {
+        let before = self.counts.requests.fetch_add(1, Ordering::AcqRel);
+        if before >= self.limits.max_requests {
+            self.counts.requests.fetch_sub(1, Ordering::AcqRel);
+            return Err(AtLimit {
+                agent: self.agent.clone(),
+                what: "requests",
+                limit: self.limits.max_requests,
+            });
+        }
+        Ok(RequestSlot {
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.counts.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut held = self.limits.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(counts) = held.get_mut(&self.agent) {
-            let count = counts.of(self.kind);
-            *count = count.saturating_sub(1);
-            // Agents that hold nothing take no memory.
-            if counts.connections == 0 && counts.requests == 0 {
-                held.remove(&self.agent);
-            }
+        let left = self.counts.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        // An agent with no connection left takes no memory (its requests
+        // ride on connections, so none are left either).
+        if left == 0 {
+            held.remove(&self.agent);
         }
     }
 }
@@ -144,40 +168,40 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
+    fn limits(connections: usize, requests: usize) -> Arc<AgentLimits> {
+        Arc::new(AgentLimits::new(Limits {
+            connections_per_agent: connections,
+            requests_per_agent: requests,
+        }))
+    }
+
     #[test]
     fn one_agent_at_its_bound_leaves_the_others_theirs() {
-        let limits = Arc::new(AgentLimits::new(Limits {
-            connections_per_agent: 2,
-            requests_per_agent: 1,
-        }));
+        let limits = limits(2, 1);
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        let first = limits.enter(&a, Kind::Connection).unwrap();
-        let _second = limits.enter(&a, Kind::Connection).unwrap();
-        let refused = limits.enter(&a, Kind::Connection).unwrap_err();
+        let first = limits.connect(&a).unwrap();
+        let second = limits.connect(&a).unwrap();
+        let refused = limits.connect(&a).unwrap_err();
         assert_eq!(refused.rule(), "limits.connections");
         assert!(refused.to_string().contains("2 connections"), "{refused}");
-        let _b = limits.enter(&b, Kind::Connection).unwrap();
-        let _req = limits.enter(&a, Kind::Request).unwrap();
-        assert_eq!(
-            limits.enter(&a, Kind::Request).unwrap_err().rule(),
-            "limits.requests"
-        );
+        let _b = limits.connect(&b).unwrap();
+        // Requests are the agent's, whichever connection carries them.
+        let _req = first.request().unwrap();
+        assert_eq!(second.request().unwrap_err().rule(), "limits.requests");
         drop(first);
-        assert!(limits.enter(&a, Kind::Connection).is_ok());
+        assert!(limits.connect(&a).is_ok());
     }
 
     #[test]
     fn an_agent_that_holds_nothing_is_forgotten() {
-        let limits = Arc::new(AgentLimits::new(Limits {
-            connections_per_agent: 4,
-            requests_per_agent: 4,
-        }));
+        let limits = limits(4, 4);
         let a: Arc<str> = "a".into();
-        let slots: Vec<Slot> = (0..3)
-            .map(|_| limits.enter(&a, Kind::Request).unwrap())
-            .collect();
-        assert_eq!(limits.held("a"), (0, 3));
-        drop(slots);
+        let conn = limits.connect(&a).unwrap();
+        let requests: Vec<RequestSlot> = (0..3).map(|_| conn.request().unwrap()).collect();
+        assert_eq!(limits.held("a"), (1, 3));
+        drop(requests);
+        assert_eq!(limits.held("a"), (1, 0));
+        drop(conn);
         assert_eq!(limits.held("a"), (0, 0));
         assert!(limits.held.lock().unwrap().is_empty());
     }

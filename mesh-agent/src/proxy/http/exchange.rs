@@ -8,7 +8,7 @@ use std::{
 use hyper::{body::Body as _, http::request::Parts, Response};
 
 use super::{list_filter::ListScope, HttpConn};
-use crate::proxy::limits::{AtLimit, Kind, Slot};
+use crate::proxy::limits::{AtLimit, RequestSlot};
 use crate::{
     budget::charge::Charge,
     l7::{llm::Usage, request::Envelope, Call, L7Error, Outcome, OutcomeStatus, Protocol},
@@ -43,7 +43,7 @@ pub struct Exchange {
     pub(super) charge: Option<Charge>,
     /// The agent's in-flight slot, given back when the record is written
     /// (the response ended).
-    slot: Option<Slot>,
+    slot: Option<RequestSlot>,
 }
 
 impl Exchange {
@@ -89,8 +89,9 @@ impl Exchange {
     /// Takes one of the agent's in-flight slots for this request; at the
     /// agent's bound, the request is refused (429) and recorded.
     pub(super) fn hold_slot(&mut self) -> Result<(), AtLimit> {
-        let proxy = &self.conn.proxy;
-        self.slot = Some(proxy.limits.enter(&self.conn.agent, Kind::Request)?);
+        if let Some(conn_slot) = &self.conn.conn.slot {
+            self.slot = Some(conn_slot.request()?);
+        }
         Ok(())
     }
 
