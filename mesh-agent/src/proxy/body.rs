@@ -61,7 +61,9 @@ pub async fn read_body(
             },
         }
         if head.len() > limit {
-            break false;
+            // Only whitespace so far: what follows could still be JSON
+            // that a server reads, so it is not passed unread.
+            return Err(ReadError::TooLarge);
         }
     };
     if !json {

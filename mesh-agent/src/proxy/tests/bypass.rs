@@ -151,6 +151,12 @@ async fn a_json_rpc_call_sent_as_another_content_type_is_still_decided() {
             "{ct}: the denied tool was not refused: {resp}"
         );
     }
+    // Whitespace past the inspection limit (1 KiB here) before the call
+    // does not hide it: refused, not passed unread.
+    let padded = format!("{}{DELETE}", " ".repeat(2000));
+    let request = post("/mcp", &padded, "").replace("application/json", "text/plain");
+    let resp = exchange(&f, upstream, &request).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     // A body that is not JSON still streams through as plain HTTP.
     let form = post("/mcp", "a=1", "").replace("application/json", "text/plain");
     let resp = exchange(&f, upstream, &form).await;
