@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::compile::{Budget, BudgetLimit, Price};
+use super::compile::{AgentPolicy, Budget, BudgetLimit, Price};
 use super::decide::{find_peer, find_server};
 use super::decision::CallContext;
 use super::egress::canonical_ip;
@@ -29,6 +29,18 @@ const A2A_MESSAGE_METHODS: &[&str] = &[
     "message/send",
     "message/stream",
 ];
+
+/// The budgets LLM spend counts against: `tokens` and `usd` budgets that
+/// name no server or tool.
+fn llm_budgets(policy: &AgentPolicy) -> Vec<&Budget> {
+    policy
+        .budgets
+        .iter()
+        .filter(|b| {
+            b.server.is_none() && b.tool.is_none() && !matches!(b.limit, BudgetLimit::Calls(_))
+        })
+        .collect()
+}
 
 /// Plain HTTP methods that read: free at an LLM endpoint.
 const FREE_HTTP_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
@@ -95,15 +107,7 @@ impl PolicySet {
                         })
                         .and_then(|e| e.max_output_tokens)
                 });
-                policy
-                    .budgets
-                    .iter()
-                    .filter(|b| {
-                        b.server.is_none()
-                            && b.tool.is_none()
-                            && !matches!(b.limit, BudgetLimit::Calls(_))
-                    })
-                    .collect()
+                llm_budgets(policy)
             }
             Protocol::Mcp if call.method == "tools/call" => {
                 let tool = call.name.as_deref().unwrap_or("");
@@ -153,15 +157,7 @@ impl PolicySet {
                         .iter()
                         .find(|e| e.address.matches(dst, ctx.server_name, ctx.path))
                 })?;
-                policy
-                    .budgets
-                    .iter()
-                    .filter(|b| {
-                        b.server.is_none()
-                            && b.tool.is_none()
-                            && !matches!(b.limit, BudgetLimit::Calls(_))
-                    })
-                    .collect()
+                llm_budgets(policy)
             }
             _ => return None,
         };

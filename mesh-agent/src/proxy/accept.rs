@@ -64,14 +64,7 @@ impl Proxy {
                     "agent id {:#x} has no name (untagged meanwhile)",
                     kernel.agent_id
                 );
-                drop(client);
-                self.finish(
-                    &conn,
-                    Verdict::RefusedPolicy,
-                    "unknown-agent",
-                    Some(reason),
-                    (0, 0),
-                );
+                self.refuse(&conn, client, "unknown-agent", reason);
                 return;
             };
             // One agent's flood is bounded by its own limit, not by what
@@ -120,14 +113,7 @@ impl Proxy {
                             String::new()
                         },
                     );
-                    drop(client);
-                    self.finish(
-                        &conn,
-                        Verdict::RefusedPolicy,
-                        RULE_L7_UNREADABLE,
-                        Some(reason),
-                        (0, 0),
-                    );
+                    self.refuse(&conn, client, RULE_L7_UNREADABLE, reason);
                 }
                 Sniffed::Opaque => {
                     conn.protocol = Some(Protocol::Tcp);

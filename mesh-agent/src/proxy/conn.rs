@@ -72,6 +72,12 @@ impl Conn {
 
 impl Proxy {
     /// The connection's record and metric, once it is decided or over.
+    /// Closes a connection the policy refuses and writes its record.
+    pub(super) fn refuse(&self, conn: &Conn, client: TcpStream, rule: &str, reason: String) {
+        drop(client);
+        self.finish(conn, Verdict::RefusedPolicy, rule, Some(reason), (0, 0));
+    }
+
     pub(super) fn finish(
         &self,
         conn: &Conn,

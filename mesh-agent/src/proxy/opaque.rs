@@ -26,23 +26,14 @@ impl Proxy {
             .vouch(&policy, agent, dst, conn.server_name.as_deref())
             .await
         {
-            drop(client);
-            let reason = unbound.to_string();
-            self.finish(
-                &conn,
-                Verdict::RefusedPolicy,
-                RULE_NAME_UNBOUND,
-                Some(reason),
-                (0, 0),
-            );
+            self.refuse(&conn, client, RULE_NAME_UNBOUND, unbound.to_string());
             return;
         }
         let rule = match policy.decide_egress(agent, dst.normalized(), conn.server_name.as_deref())
         {
             EgressDecision::Refuse { rule, reason } => {
                 debug!(%rule, %reason, "egress refused");
-                drop(client);
-                self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
+                self.refuse(&conn, client, &rule, reason);
                 return;
             }
             EgressDecision::Allow { rule } => rule,

@@ -45,14 +45,7 @@ impl Proxy {
                 "the client offered Encrypted Client Hello: its SNI {outer:?} is only the \
                  public name, and a name decides egress here"
             );
-            drop(client);
-            self.finish(
-                &conn,
-                Verdict::RefusedPolicy,
-                RULE_NAME_UNBOUND,
-                Some(reason),
-                (0, 0),
-            );
+            self.refuse(&conn, client, RULE_NAME_UNBOUND, reason);
             return;
         }
         let upstream_ca = match policy.tls_mode(&agent, dst.normalized(), sni) {
@@ -66,14 +59,7 @@ impl Proxy {
                          destination to tls.terminate)",
                         sni.map(|s| format!(" (SNI {s:?})")).unwrap_or_default(),
                     );
-                    drop(client);
-                    self.finish(
-                        &conn,
-                        Verdict::RefusedPolicy,
-                        RULE_TLS_UNREAD,
-                        Some(reason),
-                        (0, 0),
-                    );
+                    self.refuse(&conn, client, RULE_TLS_UNREAD, reason);
                     return;
                 }
                 return self.relay_opaque(conn, &agent, client, prefix).await;
@@ -83,22 +69,13 @@ impl Proxy {
         // The L4/SNI decision first: a refused destination never sees a
         // handshake from the mesh either.
         if let Err(unbound) = self.vouch(&policy, &agent, dst, sni).await {
-            drop(client);
-            let reason = unbound.to_string();
-            self.finish(
-                &conn,
-                Verdict::RefusedPolicy,
-                RULE_NAME_UNBOUND,
-                Some(reason),
-                (0, 0),
-            );
+            self.refuse(&conn, client, RULE_NAME_UNBOUND, unbound.to_string());
             return;
         }
         if let EgressDecision::Refuse { rule, reason } =
             policy.decide_egress(&agent, dst.normalized(), sni)
         {
-            drop(client);
-            self.finish(&conn, Verdict::RefusedPolicy, &rule, Some(reason), (0, 0));
+            self.refuse(&conn, client, &rule, reason);
             return;
         }
         let Some(ca) = self.mesh_ca.clone() else {
